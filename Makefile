@@ -1,0 +1,43 @@
+# qlab: `make lab` to learn, `make test` to check. Everything lives in .venv here.
+PY      := .venv/bin/python
+STAMP   := .venv/.qlab-setup
+NB      := $(sort $(wildcard notebooks/[0-9]*.ipynb))
+PORT    ?= 8888
+
+.PHONY: setup lab test lint notebooks bench checkpoints test-browser clean
+
+setup: $(STAMP)
+
+# Re-runs only when pyproject.toml changes; otherwise `make setup` takes well under a second.
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install -q --disable-pip-version-check torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+lab: setup
+	$(PY) -m jupyterlab --notebook-dir=notebooks --port=$(PORT)
+
+lint: setup
+	$(PY) -m ruff check qlab tests
+
+test: lint
+	$(PY) -m pytest -q tests --ignore=tests/browser
+	$(PY) -m pytest -q --nbval-lax notebooks
+
+# Re-execute every lesson in place (outputs are committed).
+notebooks: setup
+	for nb in $(NB); do \
+	  echo "== $$nb"; \
+	  $(PY) -m jupyter nbconvert --to notebook --execute --inplace \
+	    --ExecutePreprocessor.timeout=600 "$$nb" || exit 1; \
+	done
+
+bench: setup
+	$(PY) -m qlab.lab.bench
+
+checkpoints: setup
+	$(PY) -m qlab.lab.train --all
+
+clean:
+	rm -rf .venv .pytest_cache .ruff_cache .hypothesis

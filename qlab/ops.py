@@ -1,0 +1,115 @@
+"""quantize, dequantize and fake_quantize: the three operations of quantization.
+
+    quantize:      q     = clamp(round(x / scale) + zero_point, qmin, qmax)
+    dequantize:    x_hat = (q - zero_point) * scale
+    fake_quantize: y     = dequantize(quantize(x))       (float in, float out)
+
+round is half-to-even, and x / scale is computed as x * (1 / scale) in float32, as
+PyTorch's CPU kernels do; that is what makes the results bit-exact with torch.
+
+fake_quantize's backward is the straight-through estimator (STE): round has zero
+gradient almost everywhere, so we pretend it is the identity. The gradient passes
+(dy/dx = 1) where x lands inside the grid and is 0 where it was clamped.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .qparams import QParams
+
+
+def _check_input(x, qp: QParams, axis: int | None) -> int | None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(
+            f"x must be a float tensor (float32, float16, bfloat16 or float64), got {x.dtype}; "
+            "to turn integers back into floats use qlab.dequantize"
+        )
+    if not isinstance(qp, QParams):
+        raise TypeError(f"qp must be QParams (from qlab.qparams_from_range), got {type(qp).__name__}")
+    if not torch.isfinite(x).all():
+        raise ValueError("x contains NaN or Inf; only finite values can be quantized")
+    return _resolve_axis(x, qp, axis)
+
+
+def _resolve_axis(t: torch.Tensor, qp: QParams, axis: int | None) -> int | None:
+    """The channel axis for per-channel qparams (None for per-tensor), checked against t."""
+    if not qp.per_channel:
+        if axis is not None:
+            raise ValueError(f"axis={axis} was given but qp is per-tensor (one scale)")
+        return None
+    axis = qp.axis if axis is None else axis
+    if axis is None:
+        axis = 0
+    if not -t.dim() <= axis < t.dim():
+        raise ValueError(
+            f"axis={axis} does not exist for a tensor of shape {tuple(t.shape)}; "
+            f"allowed axes are {-t.dim()}..{t.dim() - 1}"
+        )
+    axis = axis % t.dim()
+    if t.shape[axis] != qp.scale.numel():
+        raise ValueError(
+            f"per-channel qparams have {qp.scale.numel()} channels but the tensor has "
+            f"{t.shape[axis]} along axis {axis} (shape {tuple(t.shape)}); they must match"
+        )
+    return axis
+
+
+def _broadcast(p: torch.Tensor, t: torch.Tensor, axis: int | None) -> torch.Tensor:
+    """Reshape a per-channel parameter so it broadcasts along `axis` of t."""
+    if axis is None:
+        return p
+    shape = [1] * t.dim()
+    shape[axis] = -1
+    return p.reshape(shape)
+
+
+def _round_clamp(x: torch.Tensor, qp: QParams, axis: int | None):
+    """(clamped q as float32, unclamped q) = round(x * (1/scale)) + zero_point."""
+    inv_scale = _broadcast(1.0 / qp.scale, x, axis)
+    zp = _broadcast(qp.zero_point, x, axis).to(torch.float32)
+    q = torch.round(x.to(torch.float32) * inv_scale) + zp
+    return torch.clamp(q, qp.qmin, qp.qmax), q
+
+
+def quantize(x: torch.Tensor, qp: QParams, axis: int | None = None) -> torch.Tensor:
+    """q = clamp(round(x / scale) + zero_point, qmin, qmax), as an integer tensor."""
+    axis = _check_input(x, qp, axis)
+    q, _ = _round_clamp(x, qp, axis)
+    return q.to(qp.qdtype.storage)
+
+
+def dequantize(q: torch.Tensor, qp: QParams, axis: int | None = None) -> torch.Tensor:
+    """x_hat = (q - zero_point) * scale, in float32."""
+    if not isinstance(q, torch.Tensor):
+        raise TypeError(f"q must be a torch.Tensor, got {type(q).__name__}")
+    if q.is_floating_point() or q.is_complex():
+        raise TypeError(f"q must be an integer tensor (from qlab.quantize), got {q.dtype}")
+    axis = _resolve_axis(q, qp, axis)
+    zp = _broadcast(qp.zero_point, q, axis)
+    return (q.to(torch.int64) - zp).to(torch.float32) * _broadcast(qp.scale, q, axis)
+
+
+class _FakeQuantizeSTE(torch.autograd.Function):
+    """Forward: quantize then dequantize. Backward: the straight-through estimator."""
+
+    @staticmethod
+    def forward(ctx, x, qp, axis):
+        q, unclamped = _round_clamp(x, qp, axis)
+        inside = (unclamped >= qp.qmin) & (unclamped <= qp.qmax)
+        ctx.save_for_backward(inside)
+        zp = _broadcast(qp.zero_point, x, axis).to(torch.float32)
+        return ((q - zp) * _broadcast(qp.scale, x, axis)).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (inside,) = ctx.saved_tensors
+        return grad_out * inside, None, None
+
+
+def fake_quantize(x: torch.Tensor, qp: QParams, axis: int | None = None) -> torch.Tensor:
+    """y = (clamp(round(x / scale) + zp, qmin, qmax) - zp) * scale; dy/dx = 1 inside, 0 outside."""
+    axis = _check_input(x, qp, axis)
+    return _FakeQuantizeSTE.apply(x, qp, axis)

@@ -41,3 +41,8 @@ checkpoints: setup
 
 clean:
 	rm -rf .venv .pytest_cache .ruff_cache .hypothesis
+
+# Drive the lessons' widgets in a real headless browser (Debian chromium + Playwright).
+test-browser: setup
+	bash tests/browser/setup.sh
+	$(PY) -m pytest -q tests/browser

@@ -130,8 +130,8 @@ def _unsigned_middle(qdtype: QDType, reduce_range: bool, qmin: int, qmax: int) -
     """Zero point of a symmetric unsigned grid: 128 for the full uint8 grid (as torch.ao),
     otherwise the middle rounded down, (qmin + qmax) // 2, as torch.ao with a custom range.
 
-    torch.ao's default observer keeps 128 even with reduce_range (grid 0..127), which puts
-    0.0 outside the grid; qlab takes the middle of the reduced grid instead (63).
+    With reduce_range (grid 0..127) that is 63, what torch.ao computes for that grid given
+    explicitly (its default observer refuses symmetric quint8 with reduce_range).
     """
     if qdtype.bits == 8 and not reduce_range:
         return 128

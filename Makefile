@@ -3,6 +3,8 @@ PY      := .venv/bin/python
 STAMP   := .venv/.qlab-setup
 NB      := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 PORT    ?= 8888
+# JupyterLab refuses root unless told; containers often run as root.
+ROOT    := $(if $(filter 0,$(shell id -u)),--allow-root)
 
 .PHONY: setup lab test lint notebooks bench checkpoints test-browser clean
 
@@ -16,7 +18,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lab: setup
-	$(PY) -m jupyterlab --notebook-dir=notebooks --port=$(PORT)
+	$(PY) -m jupyterlab --notebook-dir=notebooks --port=$(PORT) $(ROOT)
 
 lint: setup
 	$(PY) -m ruff check qlab tests

@@ -1,0 +1,190 @@
+"""Self-checks for the lesson exercises.
+
+A check runs the student's function on a few small cases, compares it with qlab and with
+PyTorch, prints either a one-line success or which input failed, what was expected, what
+came back and a hint, and returns True or False. It never raises for a wrong answer, so a
+lesson keeps running.
+
+One section per lesson; add yours at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+
+import qlab
+from qlab.qparams import QParams
+
+
+def _report(ok: bool, name: str, message: str) -> bool:
+    print(("✅ " if ok else "❌ ") + f"{name}: {message}")
+    return ok
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence torch's deprecation warnings for quantized tensors (our reference)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*quantiz.*deprecated")
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module="torch.ao")
+        yield
+
+
+# ---------------------------------------------------------------------------------------
+# Lesson 01: quantization math
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Case:
+    name: str
+    x: torch.Tensor
+    qp: QParams
+    hint: str
+
+
+def _qp(scale: float, zero_point: int, qdtype: qlab.QDType) -> QParams:
+    return QParams(
+        torch.tensor(scale, dtype=torch.float32), torch.tensor(zero_point, dtype=torch.int64),
+        qdtype, qdtype.qmin, qdtype.qmax,
+    )
+
+
+def _quantize_cases() -> list[_Case]:
+    g = torch.Generator().manual_seed(0)
+    ties = (torch.arange(-6, 6, dtype=torch.float32) + 0.5) * 0.25  # x / scale = k + 0.5
+    near_ties = (torch.arange(-127, 128, dtype=torch.float32) + 0.5) * torch.tensor(0.3)
+    return [
+        _Case(
+            "uint8 affine, values inside the range",
+            torch.rand(64, generator=g) * 3 - 1,
+            qlab.qparams_from_range(-1.0, 2.0, qlab.uint8),
+            "q = round(x * (1/scale)) + zero_point, then clamp to [qp.qmin, qp.qmax]",
+        ),
+        _Case(
+            "int8 symmetric, a 4x8 weight-like matrix",
+            torch.randn(4, 8, generator=g) * 0.2,
+            qlab.qparams_from_range(-0.5, 0.5, qlab.int8, symmetric=True),
+            "keep the input's shape; zero_point is 0 here",
+        ),
+        _Case(
+            "exact ties: x / scale = k + 0.5",
+            ties,
+            _qp(0.25, 3, qlab.uint8),
+            "round half to even, as PyTorch: torch.round(2.5) = 2, torch.round(3.5) = 4. "
+            "floor(v + 0.5) and Python's int(v + 0.5) round half up and disagree",
+        ),
+        _Case(
+            "values outside the range (must clamp)",
+            torch.tensor([-10.0, -1.5, -1.0, 0.0, 1.0, 2.0, 2.5, 10.0]),
+            qlab.qparams_from_range(-1.0, 2.0, qlab.uint8),
+            "clamp the result to [qp.qmin, qp.qmax] after adding the zero point",
+        ),
+        _Case(
+            "scale 0.3, x near ties: x * (1/scale) vs x / scale",
+            near_ties,
+            _qp(0.3, 0, qlab.int8),
+            "PyTorch multiplies by the inverse, x * (1.0 / scale), in float32; x / scale "
+            "differs in the last bit and can round the other way near a tie",
+        ),
+        _Case(
+            "4-bit signed grid [-8, 7]",
+            torch.randn(32, generator=g),
+            qlab.qparams_from_range(-2.0, 2.0, qlab.int4, symmetric=True),
+            "use qp.qmin and qp.qmax, not 0 and 255: the grid depends on the bit width",
+        ),
+    ]
+
+
+def _torch_reference(x: torch.Tensor, qp: QParams) -> torch.Tensor:
+    """The same integers from PyTorch's own kernels (int64)."""
+    scale, zp = float(qp.scale), int(qp.zero_point)
+    with _quiet():
+        if (qp.qmin, qp.qmax) in ((0, 255), (-128, 127)):
+            dtype = torch.quint8 if qp.qmin == 0 else torch.qint8
+            return torch.quantize_per_tensor(x, scale, zp, dtype).int_repr().to(torch.int64)
+        y = torch.fake_quantize_per_tensor_affine(x, scale, zp, qp.qmin, qp.qmax)
+        return torch.round(y * (1.0 / qp.scale)).to(torch.int64) + zp
+
+
+def _as_codes(got, like: torch.Tensor) -> tuple[torch.Tensor | None, str]:
+    """The student's result as int64 codes, or None and what is wrong with it."""
+    if not isinstance(got, torch.Tensor):
+        return None, f"it returned {type(got).__name__}, not a torch.Tensor"
+    if got.shape != like.shape:
+        return None, f"it returned shape {tuple(got.shape)}, expected {tuple(like.shape)}"
+    if got.is_floating_point():
+        if not torch.isfinite(got).all():
+            return None, "it returned NaN or Inf"
+        if (got != torch.round(got)).any():
+            i = int((got != torch.round(got)).nonzero()[0, 0]) if got.dim() else 0
+            v = got.flatten()[i].item()
+            return None, f"it returned non-integer codes (e.g. {v:g}); did you forget to round?"
+    return got.to(torch.int64), ""
+
+
+def _diagnose(x, qp: QParams, expected, got, case: _Case) -> str:
+    """The most likely mistake, from how the wrong values differ from the right ones."""
+    zp = int(qp.zero_point)
+    if ((got < qp.qmin) | (got > qp.qmax)).any():
+        return (f"some codes are outside the grid [{qp.qmin}, {qp.qmax}]: clamp to "
+                "[qp.qmin, qp.qmax] (the grid depends on bits and sign; don't hard-code 0..255)")
+    no_zp = torch.clamp(torch.round(x * (1.0 / qp.scale)), qp.qmin, qp.qmax).to(torch.int64)
+    if zp != 0 and torch.equal(got, no_zp):
+        return "the zero point is missing: add qp.zero_point after rounding, before clamping"
+    divided = torch.clamp(torch.round(x / qp.scale) + zp, qp.qmin, qp.qmax).to(torch.int64)
+    if torch.equal(got, divided):
+        return ("you divide by scale; PyTorch multiplies by the inverse, x * (1.0 / scale), "
+                "in float32. The two differ in the last bit and can round the other way "
+                "near a tie")
+    v = x * (1.0 / qp.scale)
+    wrong = got != expected
+    if (v - torch.floor(v) == 0.5)[wrong].all():
+        return ("values exactly halfway between two grid points round the wrong way: "
+                "round half to even, as torch.round does (2.5 -> 2, 3.5 -> 4)")
+    return case.hint
+
+
+def check_quantize(fn: Callable[[torch.Tensor, QParams], torch.Tensor]) -> bool:
+    """Check a student's quantize(x, qp) -> integer codes against qlab and torch.
+
+    fn gets a float tensor x and QParams qp (qp.scale, qp.zero_point, qp.qmin, qp.qmax)
+    and must return q = clamp(round(x * (1/scale)) + zero_point, qmin, qmax), bit-exact.
+    Prints which case failed with expected vs got and a hint; returns True if all pass.
+    """
+    name = getattr(fn, "__name__", "your function")
+    cases = _quantize_cases()
+    for case in cases:
+        x, qp = case.x, case.qp
+        expected = qlab.quantize(x, qp).to(torch.int64)
+        reference = _torch_reference(x, qp)
+        assert torch.equal(expected, reference), f"qlab and torch disagree on {case.name}"
+        try:
+            got = fn(x.clone(), qp)
+        except Exception as e:  # a student's bug, reported as a hint rather than a traceback
+            return _report(False, name, f"case '{case.name}' raised {type(e).__name__}: {e}")
+        got, problem = _as_codes(got, expected)
+        if got is None:
+            return _report(False, name, f"case '{case.name}': {problem}")
+        if not torch.equal(got, expected):
+            i = int((got != expected).flatten().nonzero()[0, 0])
+            xi = x.flatten()[i].item()
+            ratio = (x.flatten()[i] * (1.0 / qp.scale)).item()
+            return _report(False, name, (
+                f"case '{case.name}' failed at x = {xi:.8g} "
+                f"(scale = {qp.scale.item():.6g}, zero_point = {int(qp.zero_point)}, "
+                f"x * (1/scale) = {ratio:.8g}, grid [{qp.qmin}, {qp.qmax}]):\n"
+                f"   expected q = {expected.flatten()[i].item()} (qlab.quantize and torch agree), "
+                f"got {got.flatten()[i].item()}; "
+                f"{int((got != expected).sum())} of {got.numel()} codes differ.\n"
+                f"   Hint: {_diagnose(x, qp, expected, got, case)}"
+            ))
+    return _report(True, name, (
+        f"all {len(cases)} cases match qlab.quantize and PyTorch's kernels bit for bit "
+        "(ties, clamping, 1/scale, 4-bit grid)"
+    ))

@@ -1,0 +1,80 @@
+"""widgets.py: the lesson 01 panel builds, and its readout follows the sliders."""
+
+import re
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import ipywidgets as widgets  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import qlab  # noqa: E402
+from qlab.lab.widgets import QuantizationPanel, quantization_panel, quantize_with  # noqa: E402
+
+SQNR = re.compile(r"SQNR = (-?[0-9.]+|inf) dB")
+
+
+def sqnr_of(panel) -> float:
+    m = SQNR.search(panel.readout.value)
+    assert m, f"readout has no 'SQNR = <number> dB': {panel.readout.value!r}"
+    return float(m.group(1))
+
+
+@pytest.fixture
+def panel():
+    torch.manual_seed(0)
+    return quantization_panel(torch.randn(64, 64) * 0.1, name="test weight")
+
+
+def test_panel_contract(panel):
+    """The widget contract the browser test relies on."""
+    assert isinstance(panel, QuantizationPanel) and isinstance(panel, widgets.VBox)
+    assert isinstance(panel.bits, widgets.IntSlider)
+    assert panel.bits.description == "bits"
+    assert (panel.bits.min, panel.bits.max) == (2, 8)
+    assert isinstance(panel.scheme, widgets.ToggleButtons)
+    assert panel.scheme.description == "scheme"
+    assert set(panel.scheme.options) == {"symmetric", "affine"}
+    assert isinstance(panel.clip, widgets.FloatSlider)
+    assert panel.clip.description == "clip range"
+    assert isinstance(panel.readout, (widgets.HTML, widgets.Label))
+    assert isinstance(panel.output, widgets.Output)
+    assert panel.readout in panel.children and panel.output in panel.children
+    assert "MSE = " in panel.readout.value
+
+
+def test_readout_is_qlab_sqnr(panel):
+    qp, x_hat = quantize_with(panel.x, 4, "symmetric", 1.0)
+    assert sqnr_of(panel) == round(qlab.metrics.sqnr(panel.x, x_hat), 2)
+
+
+def test_moving_sliders_updates_readout(panel):
+    before = panel.readout.value
+    at4 = sqnr_of(panel)
+    panel.bits.value = 8
+    assert panel.readout.value != before
+    at8 = sqnr_of(panel)
+    assert at8 > at4 + 20  # about 6 dB per bit
+    panel.bits.value = 2
+    assert sqnr_of(panel) < at4
+    panel.scheme.value = "affine"
+    assert "zero_point = " in panel.readout.value
+    assert "grid [0, 3]" in panel.readout.value
+    panel.clip.value = 0.5
+    assert "0.00% of values clipped" not in panel.readout.value
+
+
+def test_clipping_helps_at_low_bits(panel):
+    """Gaussian weights at 3 bits: clipping the outliers beats the full min..max range."""
+    panel.bits.value = 3
+    full = sqnr_of(panel)
+    panel.clip.value = 0.5
+    assert sqnr_of(panel) > full
+
+
+def test_display_carries_a_png(panel):
+    bundle = panel._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert bundle["image/png"]

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .qparams import EPS, QParams, qparams_from_range
+from .ops import fake_quantize
+from .qparams import EPS, QParams, grid, qparams_from_range
 from .qtypes import QDType, uint8
 
 
@@ -74,12 +75,15 @@ class Observer(nn.Module):
         flat = x.movedim(self.axis, 0).flatten(start_dim=1)
         return torch.aminmax(flat, dim=1)
 
-    def _update(self, x_min: torch.Tensor, x_max: torch.Tensor, x: torch.Tensor) -> None:
+    def _check_channels(self, x_min: torch.Tensor) -> None:
         if self.has_data() and x_min.shape != self.min_val.shape:
             raise ValueError(
                 f"{type(self).__name__} saw {self.min_val.numel()} channels before and "
                 f"{x_min.numel()} now; every batch must have the same channels along axis {self.axis}"
             )
+
+    def _update(self, x_min: torch.Tensor, x_max: torch.Tensor, x: torch.Tensor) -> None:
+        self._check_channels(x_min)
         self.min_val = torch.minimum(x_min, self.min_val) if self.has_data() else x_min.clone()
         self.max_val = torch.maximum(x_max, self.max_val) if self.has_data() else x_max.clone()
 
@@ -138,9 +142,14 @@ class MovingAverageMinMaxObserver(Observer):
     def _update(self, x_min, x_max, x):
         if not self.has_data():
             return super()._update(x_min, x_max, x)
+        self._check_channels(x_min)
         c = self.averaging_constant
         self.min_val = self.min_val + c * (x_min - self.min_val)
         self.max_val = self.max_val + c * (x_max - self.max_val)
+
+    def _range(self):
+        # Averaged separately, min can pass max by a rounding error when a batch is constant.
+        return torch.minimum(self.min_val, self.max_val), self.max_val
 
 
 # =====================================================================================
@@ -345,3 +354,194 @@ class HistogramObserver(_HistogramBase):
 def _f32(v: float) -> float:
     """v rounded to float32: torch compares a float32 tensor with a Python float in float32."""
     return float(np.float32(v))
+
+
+class PercentileObserver(_HistogramBase):
+    """Range = [the (100 - p)-th percentile, the p-th percentile] of everything seen.
+
+    Read off the running histogram: the first bin where the cumulative count reaches
+    q * total, interpolated linearly inside that bin (values in a bin are taken as evenly
+    spread). Exact to within one bin width. p = 100 gives min-max.
+    """
+
+    def __init__(self, percentile: float = 99.99, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(percentile, bool) or not 50.0 < float(percentile) <= 100.0:
+            raise ValueError(f"percentile must be in (50, 100], got {percentile!r}")
+        self.percentile = float(percentile)
+
+    def _range(self):
+        p = self.percentile / 100.0
+        return self._per_row(lambda h, lo, hi: (_quantile(h, lo, hi, 1.0 - p), _quantile(h, lo, hi, p)))
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", percentile={self.percentile}"
+
+
+def _quantile(hist, lo, hi, q: float) -> float:
+    """The value below which a fraction q of the histogram's count lies."""
+    hist = hist.double()
+    cum = torch.cumsum(hist, 0)
+    target = q * cum[-1].item()
+    k = min(int(torch.searchsorted(cum, torch.tensor(target, dtype=torch.float64))), len(hist) - 1)
+    before = cum[k - 1].item() if k > 0 else 0.0
+    inside = (target - before) / hist[k].item() if hist[k] > 0 else 0.0
+    width = (hi.item() - lo.item()) / len(hist)
+    value = lo.item() + (k + min(max(inside, 0.0), 1.0)) * width
+    return min(max(value, lo.item()), hi.item())
+
+
+class MSEObserver(_HistogramBase):
+    """Range = the clipping range with the smallest quantization mean squared error.
+
+    Candidates shrink the min-max range towards 0: [a * min, a * max] for
+    a = 1/n, 2/n, ..., 1 (n = num_candidates). For each, the histogram is fake-quantized
+    with exactly the qparams that range gives (qlab.fake_quantize) and
+
+        mse(a) = sum_bins count * (fake_quantize(v) - v)^2 / total
+
+    where each bin is represented by `points_per_bin` evenly spaced values v. The widest
+    of the candidates with the smallest error wins. Per-tensor or per-channel (axis).
+    """
+
+    def __init__(self, num_candidates: int = 100, points_per_bin: int = 4, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(num_candidates, bool) or not isinstance(num_candidates, int):
+            raise TypeError(f"num_candidates must be an int, got {num_candidates!r}")
+        if num_candidates < 1 or points_per_bin < 1:
+            raise ValueError("num_candidates and points_per_bin must be >= 1")
+        self.num_candidates, self.points_per_bin = num_candidates, points_per_bin
+
+    def candidates(self) -> torch.Tensor:
+        """The shrink factors a searched: 1/n, 2/n, ..., 1."""
+        n = self.num_candidates
+        return torch.arange(1, n + 1, dtype=torch.float32) / n
+
+    def search_curve(self, channel: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """(shrink factors a, mse of each) for one channel (or the tensor): what was searched."""
+        if not self.has_data():
+            self.qparams()  # raises the clear "no data yet" error
+        lo, hi = [b.reshape(-1)[channel] for b in self._bounds()]
+        return self.candidates(), self._errors(self.histogram.reshape(-1, self.bins)[channel], lo, hi)
+
+    def _errors(self, hist, lo, hi) -> torch.Tensor:
+        a = self.candidates()
+        qp = qparams_from_range(
+            a * lo, a * hi, self.qdtype, self.symmetric, self.reduce_range, axis=0, eps=self.eps
+        )
+        k = self.points_per_bin
+        width = (hi - lo) / self.bins
+        offsets = (torch.arange(k, dtype=torch.float32) + 0.5) / k
+        values = lo + (torch.arange(self.bins, dtype=torch.float32)[:, None] + offsets) * width
+        values, weights = values.reshape(1, -1), (hist / k).repeat_interleave(k)
+        y = fake_quantize(values.expand(len(a), -1), qp, axis=0)
+        return ((y - values) ** 2 * weights).sum(dim=1) / hist.sum()
+
+    def _range(self):
+        def choose(hist, lo, hi):
+            errors = self._errors(hist, lo, hi)
+            best = len(errors) - 1 - int(torch.argmin(errors.flip(0)))  # widest among ties
+            a = self.candidates()[best]
+            return a * lo, a * hi
+
+        return self._per_row(choose)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", num_candidates={self.num_candidates}"
+
+
+class EntropyObserver(_HistogramBase):
+    """Range = [-T, T] (cut to the data's range) with the threshold T that minimises the
+    KL divergence between the float distribution and its quantized version: TensorRT's
+    entropy calibration (Migacz, "8-bit Inference with TensorRT", GTC 2017).
+
+    Histogram of |x| over [0, max|x|] in `bins` bins. For each candidate i = L .. bins
+    (keep the first i bins, T = i * bin_width; L = number of grid levels on [0, T]:
+    128 for int8 or symmetric, 256 for uint8 with data >= 0):
+
+        P = hist[:i], with everything beyond (the clipped outliers) added to P[i-1]
+        Q = hist[:i] merged into L equal groups, each group's count spread evenly
+            over the group's non-empty bins (what L levels can represent)
+        KL(P || Q) = sum P log(P / Q)          (P and Q normalised to sum 1)
+
+    Empty bins get a count of 1e-4 before normalising, as ONNX Runtime's and MXNet's
+    versions of this method smooth them: without it, a kept range that ends on an empty bin
+    with outliers folded in has Q = 0 where P > 0 (KL = inf), and a few far outliers would
+    force the threshold onto a bin that holds one of them.
+
+    The i with the smallest KL wins (the widest among ties). Bin 0 is set to bin 1's
+    count first, as NVIDIA's pytorch-quantization does: the spike of exact zeros (after
+    ReLU) is representable in any range and would otherwise dominate P. Per-tensor only.
+    """
+
+    per_channel_ok = False
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+
+    def _values(self, x):
+        return x.abs()
+
+    def _bounds(self):
+        amax = torch.maximum(self.min_val.abs(), self.max_val.abs())
+        return torch.zeros_like(amax), amax
+
+    def levels(self) -> int:
+        """Grid levels that cover [0, T]."""
+        qmin, qmax = grid(self.qdtype, self.reduce_range)
+        if self.symmetric or self.min_val < 0:
+            return (qmax - qmin + 1) // 2
+        return qmax - qmin + 1
+
+    def search_curve(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(thresholds T searched, KL divergence of each)."""
+        if not self.has_data():
+            self.qparams()
+        kept, kl = _kl_divergences(self.histogram, self.levels())
+        return kept * (self._bounds()[1] / self.bins), kl
+
+    def _range(self):
+        thresholds, kl = self.search_curve()
+        best = len(kl) - 1 - int(torch.argmin(kl.flip(0)))  # widest among ties
+        t = thresholds[best]
+        return torch.maximum(self.min_val, -t), torch.minimum(self.max_val, t)
+
+
+def _smooth(counts, inside, eps: float):
+    """Give the empty bins (of the kept ones) a count of eps, so KL stays finite."""
+    return counts + eps * (inside & (counts == 0))
+
+
+def _kl_divergences(
+    hist, levels: int, chunk: int = 256, eps: float = 1e-4
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """KL(P_i || Q_i) for every number of kept bins i = levels .. bins (see EntropyObserver).
+
+    Vectorised over candidates, `chunk` at a time: row r of each matrix is one candidate.
+    """
+    hist = hist.double().clone()
+    bins = len(hist)
+    if bins > 1:
+        hist[0] = hist[1]
+    cumsum = torch.cumsum(hist, 0)
+    all_kept = torch.arange(min(levels, bins), bins + 1)
+    j = torch.arange(bins)
+    out = []
+    for kept in all_kept.split(chunk):
+        rows = torch.arange(len(kept))
+        inside = j[None, :] < kept[:, None]
+        h = hist[None, :] * inside
+        p = h.clone()
+        p[rows, kept - 1] += cumsum[-1] - cumsum[kept - 1]  # outliers into the last kept bin
+        group = torch.where(inside, j[None, :] * levels // kept[:, None], levels)
+        nonzero = (h > 0).double()
+        group_count = torch.zeros(len(kept), levels + 1, dtype=torch.float64)
+        group_count.scatter_add_(1, group, h)
+        group_bins = torch.zeros_like(group_count).scatter_add_(1, group, nonzero)
+        q = nonzero * group_count.gather(1, group) / group_bins.gather(1, group).clamp(min=1)
+        p, q = _smooth(p, inside, eps), _smooth(q, inside, eps)
+        p = p / p.sum(1, keepdim=True)
+        q = q / q.sum(1, keepdim=True)
+        terms = torch.where(inside, p * (torch.log(p) - torch.log(q)), torch.zeros_like(p))
+        out.append(terms.sum(1))
+    return all_kept, torch.cat(out)

@@ -78,3 +78,17 @@ def test_display_carries_a_png(panel):
     bundle = panel._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle
     assert bundle["image/png"]
+
+
+def test_clip_range_follows_the_scheme():
+    from qlab.lab.widgets import clip_range
+
+    x = torch.tensor([-1.0, 0.5, 3.0])
+    assert clip_range(x, "symmetric", 1.0) == (-3.0, 3.0)
+    assert clip_range(x, "affine", 0.5) == (-0.5, 1.5)
+
+
+def test_scheme_toggle_changes_grid(panel):
+    assert "grid [-8, 7]" in panel.readout.value
+    panel.scheme.value = "affine"
+    assert "grid [0, 15]" in panel.readout.value

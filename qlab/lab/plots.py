@@ -33,15 +33,15 @@ def _np(t) -> np.ndarray:
 def plot_step_sizes(magnitudes, steps: Mapping[str, Sequence[float]], title: str = "") -> Figure:
     """The gap to the next representable value (the 'step') at each magnitude, log-log.
 
-    steps: label -> one step per magnitude. Float formats have steps that grow with |x|;
-    an integer grid with a scale has the same step (= scale) everywhere.
+    steps: label -> one step per magnitude (NaN where the format cannot hold |x|). Float
+    formats have steps that grow with |x|; an integer grid has one step, its scale.
     """
     fig = Figure(figsize=(7.5, 4.2), layout="constrained")
     ax = fig.add_subplot()
     m = _np(magnitudes)
     for label, s in steps.items():
-        s = _np(s)
-        flat = np.allclose(s, s[0])
+        s = _np(s)  # NaN where the format cannot hold |x| (outside an integer grid's range)
+        flat = np.nanmax(s) == np.nanmin(s)
         ax.plot(m, s, ls="--" if flat else "-", marker=None if flat else "o", ms=3, label=label)
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -61,29 +61,32 @@ def plot_grid(levels, codes, x=None, x_hat=None, title: str = "") -> Figure:
     x, x_hat: optional sample values and where each one lands on the grid (arrows).
     """
     levels, codes = _np(levels), _np(codes).astype(int)
-    fig = Figure(figsize=(9, 2.9), layout="constrained")
+    fig = Figure(figsize=(9, 3.0), layout="constrained")
     ax = fig.add_subplot()
     ax.axhline(0, color="black", lw=1)
-    ax.vlines(levels, -0.25, 0.25, color=BLUE, lw=2)
+    ax.vlines(levels, -0.2, 0.2, color=BLUE, lw=2)
     for lv, c in zip(levels, codes, strict=True):
-        ax.text(lv, -0.42, f"{lv:.3g}", ha="center", va="top", fontsize=9, color=BLUE)
-        ax.text(lv, 0.38, f"q={c}", ha="center", va="bottom", fontsize=9)
+        ax.text(lv, -0.3, f"{lv:.3g}", ha="center", va="top", fontsize=9, color=BLUE)
+        ax.text(lv, -0.62, f"q={c}", ha="center", va="top", fontsize=9)
     if x is not None:
         x, x_hat = _np(x), _np(x_hat)
-        ax.plot(x, np.full_like(x, 0.95), "v", color=ORANGE, ms=8, label="float value x")
+        ax.plot(x, np.full_like(x, 1.0), "v", color=ORANGE, ms=8)
         for xi, yi in zip(x, x_hat, strict=True):
+            ax.text(xi, 1.12, f"{xi:.3g}", ha="center", va="bottom", fontsize=8, color=ORANGE)
             ax.annotate(
-                "", xy=(yi, 0.27), xytext=(xi, 0.9),
+                "", xy=(yi, 0.22), xytext=(xi, 0.95),
                 arrowprops=dict(arrowstyle="->", color=ORANGE, lw=1.2),
             )
-        ax.legend(loc="upper left", fontsize=9, frameon=False)
     pad = 0.08 * (levels.max() - levels.min() + 1e-12)
     lo = min(levels.min(), x.min() if x is not None else np.inf) - pad
     hi = max(levels.max(), x.max() if x is not None else -np.inf) + pad
     ax.set_xlim(lo, hi)
-    ax.set_ylim(-0.8, 1.2)
+    ax.set_ylim(-1.0, 1.4)
     ax.set_yticks([])
-    ax.set_xlabel("float value (grid point value written below, integer code q above)")
+    ax.set_xlabel(
+        "float value   (orange: values x and where each one lands;  "
+        "blue: grid points with their integer code q)"
+    )
     for side in ("left", "right", "top"):
         ax.spines[side].set_visible(False)
     ax.set_title(title or "The quantization grid: x -> nearest grid point")
@@ -179,11 +182,11 @@ def plot_channel_ranges(
     fig = Figure(figsize=(9, 6.2), layout="constrained")
     ax, ax_s = fig.subplots(2, 1, sharex=True)
     ax.vlines(ch, lo, hi, color=BLUE, lw=1.2)
-    ax.axhline(lo.min(), color=RED, ls="--", lw=1, label="per-tensor range (one scale for all)")
+    ax.axhline(lo.min(), color=RED, ls="--", lw=1, label="whole tensor's [min, max]")
     ax.axhline(hi.max(), color=RED, ls="--", lw=1)
     ax.set_ylabel("weight value")
     ax.set_title(title or "Each output channel's [min, max]")
-    ax.legend(loc="lower right", fontsize=9)
+    ax.legend(loc="upper right", fontsize=9)
 
     ax_s.plot(ch, s_c, ".", color=GREEN, ms=4, label="per-channel scale")
     ax_s.plot(ch, s_t, ".", color=RED, ms=4, label="per-tensor scale")

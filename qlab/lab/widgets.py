@@ -52,14 +52,22 @@ def _show(fig):
 # ---------------------------------------------------------------------------------------
 
 
+def clip_range(x: torch.Tensor, scheme: str, clip: float) -> tuple[float, float]:
+    """The range the grid covers: clip * [min, max] (affine) or clip * [-max|x|, max|x|]."""
+    if scheme == "symmetric":
+        a = clip * x.abs().max().item()
+        return -a, a
+    return clip * x.min().item(), clip * x.max().item()
+
+
 def quantize_with(x: torch.Tensor, bits: int, scheme: str, clip: float):
     """qparams and fake-quantized x for the panel's settings (all the math is qlab's).
 
-    The range is [clip * min(x), clip * max(x)]; 'symmetric' uses a signed grid centred on
-    0 (PyTorch's default for weights), 'affine' an unsigned grid with a zero point.
+    'symmetric' uses a signed grid centred on 0 (PyTorch's default for weights), 'affine'
+    an unsigned grid with a zero point (PyTorch's default for activations).
     """
     symmetric = scheme == "symmetric"
-    lo, hi = clip * x.min(), clip * x.max()
+    lo, hi = clip_range(x, scheme, clip)
     qp = qlab.qparams_from_range(lo, hi, qlab.qdtype(bits, signed=symmetric), symmetric=symmetric)
     return qp, qlab.fake_quantize(x, qp)
 
@@ -98,14 +106,14 @@ class QuantizationPanel(Panel):
         qp, x_hat = quantize_with(self.x, bits, scheme, clip)
         sqnr, mse = qlab.metrics.sqnr(self.x, x_hat), qlab.metrics.mse(self.x, x_hat)
         levels = qlab.dequantize(torch.arange(qp.qmin, qp.qmax + 1), qp)
-        lo, hi = clip * self.x.min().item(), clip * self.x.max().item()
+        lo, hi = clip_range(self.x, scheme, clip)
         clipped = ((self.x < lo) | (self.x > hi)).float().mean().item()
         self.readout.value = (
             f"<b>SQNR = {sqnr:.2f} dB</b> · MSE = {mse:.2e} · "
             f"scale = {qp.scale.item():.4g}, zero_point = {qp.zero_point.item()} · "
             f"grid [{qp.qmin}, {qp.qmax}] · {clipped:.2%} of values clipped"
         )
-        title = f"{self.name}: {bits}-bit {scheme}, clip range {clip:.0%}"
+        title = f"{self.name}: {bits}-bit {scheme}, clip range {clip:.0%} · SQNR {sqnr:.2f} dB"
         return plots.plot_quantization(self.x, x_hat, levels, (lo, hi), title=title)
 
     def _draw(self, bits, scheme, clip):

@@ -1,0 +1,257 @@
+"""Drive a lesson's interactive panel in JupyterLab the way a student does.
+
+    check_panel(page, lab, "notebooks/01_quantization_math.ipynb", "bits",
+                Expect(trend=+1, plausible=(0, 60)), output_dir)
+
+opens the notebook, runs all cells, checks that no cell shows an error and that the
+widgets rendered, moves the slider labelled "bits" with the arrow keys, and asserts
+that the panel redrew: the plot image changed and the readout (by default
+"SQNR <number> dB") shows a different, plausible number. It saves a screenshot of
+the panel before and after the move into output_dir.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+SQNR_DB = r"SQNR\D{0,20}?(-?\d+(?:\.\d+)?)\s*dB"
+
+# What a broken cell or a broken front end looks like in the page.
+TRACEBACK = re.compile(r"Traceback \(most recent call last\)|^\s*\w*(Error|Exception)\b.*:", re.M)
+WIDGET_REPR = re.compile(r"\b(VBox|HBox|Box|IntSlider|FloatSlider|interactive|Output)\(")
+WIDGET_FAILURE = ("Error displaying widget", "Error rendering output", "Loading widget...")
+
+
+@dataclass(frozen=True)
+class Expect:
+    """What moving the slider must do to the panel.
+
+    readout:   regex that finds the readout; its first group is the number shown.
+    trend:     +1 the number rises when the slider moves right, -1 it falls, 0 it
+               only has to change.
+    plausible: the number must lie in [lo, hi] before and after the move.
+    per_step:  optional [lo, hi] bound on |change| per slider step (e.g. ~6 dB/bit).
+    steps:     how many arrow-key presses to move; the helper moves away from the
+               end of the range the slider sits at.
+    image_changes: the plot <img> in the panel must be redrawn with new pixels.
+    timeout:   seconds to wait for the redraw.
+    """
+
+    readout: str = SQNR_DB
+    trend: int = +1
+    plausible: tuple[float, float] = (-20.0, 120.0)
+    per_step: tuple[float, float] | None = None
+    steps: int = 2
+    image_changes: bool = True
+    timeout: float = 30.0
+
+
+@dataclass
+class PanelState:
+    slider: float
+    readout: float | None
+    images: tuple[str, ...]
+    text: str
+
+
+@dataclass
+class PanelResult:
+    before: PanelState
+    after: PanelState
+    screenshots: tuple[Path, Path]
+
+
+# ---------------------------------------------------------------- notebook
+
+
+def kernel_status(page) -> str:
+    item = page.locator('#jp-main-statusbar .jp-StatusBar-TextItem[title^="Change kernel"]')
+    return item.first.inner_text() if item.count() else ""
+
+
+def wait_kernel_idle(page, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not kernel_status(page).endswith("| Idle"):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"kernel not idle after {timeout:.0f} s: {kernel_status(page)!r}")
+        time.sleep(0.2)
+
+
+def open_notebook(page, lab, notebook: str) -> None:
+    """Open `notebook` (a path under the lab's root) and wait for its kernel."""
+    page.goto(lab.url(notebook))
+    page.locator(".jp-NotebookPanel .jp-Notebook .jp-Cell").first.wait_for(timeout=60_000)
+    wait_kernel_idle(page)
+
+
+def run_all_cells(page, timeout: float = 150.0) -> None:
+    """Run > Run All Cells, then wait until no cell is queued or running."""
+    page.locator(".lm-MenuBar-item", has_text=re.compile(r"^Run$")).click()
+    label = page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$"))
+    page.locator(".lm-Menu-item", has=label).click()
+    prompts = page.locator(".jp-Notebook .jp-CodeCell .jp-InputArea-prompt")
+    deadline = time.monotonic() + timeout
+    while any("*" in p for p in prompts.all_inner_texts()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"cells still running after {timeout:.0f} s")
+        time.sleep(0.25)
+    wait_kernel_idle(page)
+
+
+def assert_no_errors(page, where: str = "") -> None:
+    """No cell shows a traceback, and every widget rendered (the ipywidgets
+    extension loaded: no 'Loading widget...', no raw `VBox(...)` text)."""
+    problems = []
+    for out in page.locator(".jp-Notebook .jp-OutputArea-output").all():
+        text = out.inner_text()
+        mime = out.get_attribute("data-mime-type") or ""
+        if "stderr" in mime and TRACEBACK.search(text):
+            problems.append(f"error output:\n{text[-1500:]}")
+        elif mime == "text/plain" and WIDGET_REPR.search(text):
+            problems.append(f"widget shown as text (front-end extension not loaded?): {text[:200]}")
+        for failure in WIDGET_FAILURE:
+            if failure in text:
+                problems.append(f"{failure!r}: {text[:300]}")
+    assert not problems, f"{where}: " + "\n\n".join(problems)
+
+
+def run_notebook(page, lab, notebook: str) -> None:
+    """Open, run all cells, and check that nothing shows an error."""
+    open_notebook(page, lab, notebook)
+    run_all_cells(page)
+    # Widgets render asynchronously once the kernel replied; give them a moment.
+    page.wait_for_function(
+        "() => !document.body.innerText.includes('Loading widget...')", timeout=30_000
+    )
+    assert_no_errors(page, notebook)
+
+
+# ---------------------------------------------------------------- panel
+
+
+def find_panel(page, slider_label: str):
+    """The code cell holding the slider labelled `slider_label`, and that slider."""
+    name = page.locator("label.widget-label", has_text=re.compile(rf"^\s*{re.escape(slider_label)}\s*$"))
+    slider = page.locator(".widget-slider").filter(has=name)
+    cells = page.locator(".jp-Notebook .jp-CodeCell").filter(has=slider)
+    count = cells.count()
+    assert count == 1, f"expected one cell with a slider labelled {slider_label!r}, found {count}"
+    sliders = cells.locator(".widget-slider").filter(has=name)
+    assert sliders.count() == 1, f"{sliders.count()} sliders labelled {slider_label!r} in one cell"
+    return cells.first, sliders.first
+
+
+def read_panel(cell, slider, readout: str) -> PanelState:
+    handle = slider.locator(".noUi-handle")
+    text = cell.locator(".jp-Cell-outputArea").inner_text()
+    m = re.search(readout, text)
+    srcs = cell.locator(".jp-Cell-outputArea img").evaluate_all("els => els.map(e => e.src)")
+    return PanelState(
+        slider=float(handle.get_attribute("aria-valuenow")),
+        readout=float(m.group(1)) if m else None,
+        images=tuple(srcs),
+        text=text,
+    )
+
+
+def move_slider(page, slider, steps: int) -> int:
+    """Press the arrow keys on the slider's handle, away from the end it sits at.
+    Returns the direction moved (+1 right, -1 left)."""
+    handle = slider.locator(".noUi-handle")
+    now = float(handle.get_attribute("aria-valuenow"))
+    lo, hi = (float(handle.get_attribute(a)) for a in ("aria-valuemin", "aria-valuemax"))
+    direction = -1 if hi - now < now - lo else +1
+    handle.focus()
+    for _ in range(steps):
+        page.keyboard.press("ArrowRight" if direction > 0 else "ArrowLeft")
+        time.sleep(0.05)
+    return direction
+
+
+def _wait_for_redraw(cell, slider, before: PanelState, expect: Expect) -> PanelState:
+    """Poll until readout and image differ from `before` and stayed the same for
+    two polls (the redraw finished), or the timeout passes; return the last state."""
+    deadline = time.monotonic() + expect.timeout
+    last = None
+    while True:
+        state = read_panel(cell, slider, expect.readout)
+        changed = state.readout != before.readout and (
+            state.images != before.images or not expect.image_changes
+        )
+        if changed and state.images and last is not None and (
+            state.readout,
+            state.images,
+        ) == (last.readout, last.images):
+            return state
+        if time.monotonic() > deadline:
+            return state
+        last = state
+        time.sleep(0.4)
+
+
+def check_panel(
+    page, lab, notebook: str, slider_label: str, expect: Expect, output_dir: Path
+) -> PanelResult:
+    """Run `notebook`, move the slider labelled `slider_label`, assert `expect`."""
+    stem = f"{Path(notebook).stem}-{re.sub(r'[^A-Za-z0-9]+', '_', slider_label)}"
+    try:
+        run_notebook(page, lab, notebook)
+        cell, slider = find_panel(page, slider_label)
+        outputs = cell.locator(".jp-Cell-outputArea")
+        outputs.scroll_into_view_if_needed()
+        before = read_panel(cell, slider, expect.readout)
+        assert before.readout is not None, (
+            f"no readout matching {expect.readout!r} in the panel:\n{before.text[:500]}"
+        )
+        assert before.images, "the panel shows no plot image"
+        shot_before = output_dir / f"{stem}-before.png"
+        outputs.screenshot(path=str(shot_before))
+
+        direction = move_slider(page, slider, expect.steps)
+        after = _wait_for_redraw(cell, slider, before, expect)
+        wait_kernel_idle(page)
+        shot_after = output_dir / f"{stem}-after.png"
+        outputs.screenshot(path=str(shot_after))
+        print(f"\n{notebook} [{slider_label}] {before.slider:g} -> {after.slider:g}: "
+              f"readout {before.readout} -> {after.readout}\n  {shot_before}\n  {shot_after}")
+
+        assert_no_errors(page, f"{notebook} after moving {slider_label!r}")
+        moved = after.slider - before.slider
+        assert moved * direction > 0, f"slider {slider_label!r} did not move ({before.slider})"
+        assert after.readout is not None, f"readout disappeared:\n{after.text[:500]}"
+        assert after.readout != before.readout, (
+            f"readout did not change when {slider_label!r} moved "
+            f"{before.slider:g} -> {after.slider:g}: still {before.readout}"
+        )
+        if expect.image_changes:
+            assert after.images, "the plot image disappeared"
+            assert after.images != before.images, (
+                f"plot image did not change when {slider_label!r} moved "
+                f"{before.slider:g} -> {after.slider:g}"
+            )
+        lo, hi = expect.plausible
+        for value in (before.readout, after.readout):
+            assert lo <= value <= hi, f"readout {value} outside plausible [{lo}, {hi}]"
+        delta = after.readout - before.readout
+        if expect.trend:
+            assert delta * moved * expect.trend > 0, (
+                f"readout went {before.readout} -> {after.readout} when {slider_label!r} "
+                f"went {before.slider:g} -> {after.slider:g}; expected trend {expect.trend:+d}"
+            )
+        if expect.per_step:
+            per = abs(delta) / abs(moved)
+            assert expect.per_step[0] <= per <= expect.per_step[1], (
+                f"readout changed {per:.2f} per step, expected within {expect.per_step}"
+            )
+        return PanelResult(before, after, (shot_before, shot_after))
+    except BaseException:
+        shot = output_dir / f"{stem}-FAILED-page.png"
+        try:
+            page.screenshot(path=str(shot), full_page=True)
+            print(f"\nfailure screenshot: {shot}")
+        except Exception:
+            pass
+        raise

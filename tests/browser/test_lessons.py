@@ -1,0 +1,32 @@
+"""Real-browser checks of the lessons' interactive panels (see panelcheck.py).
+
+To check a new panel, add one line to PANELS: the notebook, the label of the
+slider to move, and what that must do to the readout.
+"""
+
+import pytest
+from panelcheck import Expect
+
+# SQNR of a uniform quantizer rises about 6 dB per bit.
+SQNR_PER_BIT = Expect(trend=+1, plausible=(0.0, 60.0), per_step=(3.0, 9.0))
+
+PANELS = [
+    pytest.param("notebooks/01_quantization_math.ipynb", "bits", SQNR_PER_BIT, id="01-bits"),
+]
+
+
+@pytest.mark.parametrize("notebook, slider, expect", PANELS)
+def test_panel(check_panel, notebook, slider, expect):
+    check_panel(notebook, slider, expect)
+
+
+# ---- self-tests of the harness on tiny panels with lesson 01's contract
+
+
+def test_harness_passes_a_working_panel(check_panel):
+    check_panel("fixtures/panel_ok.ipynb", "bits", SQNR_PER_BIT)
+
+
+def test_harness_catches_a_dead_slider(check_panel):
+    with pytest.raises(AssertionError, match="did not change"):
+        check_panel("fixtures/panel_broken.ipynb", "bits", Expect(timeout=5.0))

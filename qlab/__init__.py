@@ -6,6 +6,7 @@
 """
 
 from . import metrics
+from .convert import QConfig, convert, prepare, prepare_qat, quantize_dynamic, to_torch
 from .ops import dequantize, fake_quantize, quantize
 from .qparams import EPS, QParams, qparams_from_range
 from .qtypes import QDType, int4, int8, int16, qdtype, uint4, uint8
@@ -13,7 +14,13 @@ from .qtypes import QDType, int4, int8, int16, qdtype, uint4, uint8
 __all__ = [
     "EPS",
     "QDType",
+    "QConfig",
     "QParams",
+    "convert",
+    "prepare",
+    "prepare_qat",
+    "quantize_dynamic",
+    "to_torch",
     "dequantize",
     "fake_quantize",
     "int4",

@@ -1,0 +1,131 @@
+"""QAT modules: float layers that fake-quantize their weights and their outputs while training.
+
+    y = act_fq( layer(x, weight_fq(w)) )         forward sees the int8 grid, backward uses the STE
+
+QATConvBn2d also folds batch norm while it trains (as torch.ao's ConvBn2d), so the weights the
+int8 model will store are the ones the fake quantizer saw:
+
+    w_fold = w · γ / σ_running                    fake-quantized
+    z      = conv(x, fq(w_fold)) · σ_running / γ  (undo the fold: z ≈ conv(x, w) with quantized w)
+    y      = bn(z + b)                            batch statistics in training, running ones after freeze_bn
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _default_factories(qconfig):
+    if qconfig is None:
+        from ..convert import default_qat_qconfig
+
+        qconfig = default_qat_qconfig
+    return qconfig.activation, qconfig.weight
+
+
+class QATLinear(nn.Linear):
+    """Linear with fake-quantized weight (weight_fake_quant) and output (activation_post_process)."""
+
+    def __init__(self, in_features, out_features, bias=True, relu=False, qconfig=None):
+        super().__init__(in_features, out_features, bias)
+        act, wt = _default_factories(qconfig)
+        self.relu = relu
+        self.weight_fake_quant = wt()
+        self.activation_post_process = act()
+
+    @classmethod
+    def from_float(cls, linear: nn.Linear, qconfig=None, relu: bool = False) -> QATLinear:
+        m = cls(linear.in_features, linear.out_features, linear.bias is not None, relu, qconfig)
+        m.weight, m.bias = linear.weight, linear.bias
+        return m
+
+    def forward(self, x):
+        y = F.linear(x, self.weight_fake_quant(self.weight), self.bias)
+        return self.activation_post_process(F.relu(y) if self.relu else y)
+
+
+class QATConv2d(nn.Conv2d):
+    """Conv2d with fake-quantized weight (weight_fake_quant) and output (activation_post_process)."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 groups=1, bias=True, padding_mode="zeros", relu=False, qconfig=None):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
+                         groups, bias, padding_mode)
+        act, wt = _default_factories(qconfig)
+        self.relu = relu
+        self.weight_fake_quant = wt()
+        self.activation_post_process = act()
+
+    @classmethod
+    def from_float(cls, conv: nn.Conv2d, qconfig=None, relu: bool = False) -> QATConv2d:
+        m = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode, relu, qconfig)
+        m.weight, m.bias = conv.weight, conv.bias
+        return m
+
+    def forward(self, x):
+        y = self._conv_forward(x, self.weight_fake_quant(self.weight), self.bias)
+        return self.activation_post_process(F.relu(y) if self.relu else y)
+
+
+class QATConvBn2d(nn.Conv2d):
+    """Conv2d + BatchNorm2d (+ ReLU) trained with the fold (see module doc); freeze_bn() stops
+    batch statistics: bn then uses, and no longer updates, its running mean and variance."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 groups=1, bias=False, padding_mode="zeros", eps=1e-5, momentum=0.1,
+                 relu=False, freeze_bn=False, qconfig=None):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
+                         groups, bias, padding_mode)
+        act, wt = _default_factories(qconfig)
+        self.relu = relu
+        self.bn = nn.BatchNorm2d(out_channels, eps, momentum)
+        self.freeze_bn_stats = freeze_bn
+        self.weight_fake_quant = wt()
+        self.activation_post_process = act()
+
+    @classmethod
+    def from_float(cls, conv: nn.Conv2d, bn: nn.BatchNorm2d, qconfig=None,
+                   relu: bool = False) -> QATConvBn2d:
+        m = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode, bn.eps,
+                bn.momentum, relu, False, qconfig)
+        m.weight, m.bias = conv.weight, conv.bias
+        m.bn = bn
+        m.train(conv.training)
+        return m
+
+    def freeze_bn(self) -> QATConvBn2d:
+        """Use (and stop updating) the running statistics."""
+        self.freeze_bn_stats = True
+        self.bn.eval()
+        return self
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.freeze_bn_stats:
+            self.bn.eval()
+        return self
+
+    def _fold_factor(self) -> torch.Tensor:
+        """γ / σ_running, one per output channel."""
+        gamma = self.bn.weight if self.bn.weight is not None else torch.ones_like(self.bn.running_var)
+        return gamma / torch.sqrt(self.bn.running_var + self.bn.eps)
+
+    def folded_weight_bias(self):
+        """The eval-mode fold, w·γ/σ and (b − μ)·γ/σ + β: what convert stores as int8."""
+        from ..fuse import fold_bn_weights
+
+        return fold_bn_weights(self.weight, self.bias, self.bn.running_mean, self.bn.running_var,
+                               self.bn.eps, self.bn.weight, self.bn.bias)
+
+    def forward(self, x):
+        factor = self._fold_factor()
+        w = self.weight_fake_quant(self.weight * factor.reshape(-1, 1, 1, 1))
+        z = self._conv_forward(x, w, None) / factor.reshape(1, -1, 1, 1)
+        if self.bias is not None:
+            z = z + self.bias.reshape(1, -1, 1, 1)
+        y = self.bn(z)
+        return self.activation_post_process(F.relu(y) if self.relu else y)

@@ -1,0 +1,158 @@
+"""QTensor: what flows between int8 modules — integers plus the scale and zero point.
+
+    x ≈ (int_repr - zero_point) * scale        int_repr: uint8 (or int8) storage
+
+A QTensor is not a float tensor in disguise: it holds only the integers. The few torch
+functions an int8 model calls between its int8 layers work on it directly (they never
+change the qparams): relu, max_pool2d, adaptive_avg_pool2d, flatten/reshape/view, dropout
+in eval, add and cat through qlab.nn.QFunctional. Anything else raises a TypeError that
+says to dequantize first.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..integer import requantize
+
+
+class QTensor:
+    """An integer tensor with per-tensor qparams: x ≈ (int_repr - zero_point) * scale."""
+
+    def __init__(self, int_repr: torch.Tensor, scale: float, zero_point: int,
+                 qmin: int = 0, qmax: int = 255):
+        if int_repr.is_floating_point():
+            raise TypeError(f"int_repr must be an integer tensor, got {int_repr.dtype}")
+        self.int_repr, self.scale, self.zero_point = int_repr, float(scale), int(zero_point)
+        self.qmin, self.qmax = int(qmin), int(qmax)
+
+    # -- what a student reads off it ---------------------------------------------------
+    def dequantize(self) -> torch.Tensor:
+        """x_hat = (q - zero_point) * scale, float32 (as torch's dequantize)."""
+        scale = torch.tensor(self.scale, dtype=torch.float32)
+        return (self.int_repr.to(torch.int32) - self.zero_point).to(torch.float32) * scale
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.int_repr.shape
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.int_repr.dtype
+
+    def size(self, dim: int | None = None):
+        return self.int_repr.shape if dim is None else self.int_repr.shape[dim]
+
+    def dim(self) -> int:
+        return self.int_repr.dim()
+
+    def numel(self) -> int:
+        return self.int_repr.numel()
+
+    def _like(self, int_repr: torch.Tensor) -> QTensor:
+        return QTensor(int_repr, self.scale, self.zero_point, self.qmin, self.qmax)
+
+    # -- shape methods: the integers move, the qparams stay -----------------------------
+    def flatten(self, start_dim: int = 0, end_dim: int = -1) -> QTensor:
+        return self._like(self.int_repr.flatten(start_dim, end_dim))
+
+    def reshape(self, *shape) -> QTensor:
+        return self._like(self.int_repr.reshape(*shape))
+
+    def view(self, *shape) -> QTensor:
+        return self._like(self.int_repr.view(*shape))
+
+    def contiguous(self) -> QTensor:
+        return self._like(self.int_repr.contiguous())
+
+    def __getitem__(self, index) -> QTensor:
+        return self._like(self.int_repr[index])
+
+    def __len__(self) -> int:
+        return len(self.int_repr)
+
+    def __repr__(self) -> str:
+        return (f"QTensor(shape={tuple(self.shape)}, dtype={self.dtype}, scale={self.scale:.6g}, "
+                f"zero_point={self.zero_point})")
+
+    # -- torch functions -----------------------------------------------------------------
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        handler = _HANDLERS.get(func)
+        if handler is None:
+            name = getattr(func, "__name__", repr(func))
+            allowed = sorted({getattr(f, "__name__", repr(f)) for f in _HANDLERS})
+            raise TypeError(
+                f"{name} has no int8 version for a QTensor; int8 activations support "
+                f"{', '.join(allowed)}. Put a DeQuantStub before it to run it in float."
+            )
+        return handler(*args, **(kwargs or {}))
+
+
+# -- int8 versions of the torch functions a quantized model calls between layers -------
+
+
+def q_relu(x: QTensor, inplace: bool = False) -> QTensor:
+    """relu in the integer domain: 0.0 is the zero point, so q -> max(q, zero_point)."""
+    return x._like(torch.clamp(x.int_repr, min=x.zero_point))
+
+
+def q_max_pool2d(x: QTensor, kernel_size, stride=None, padding=0, dilation=1,
+                 ceil_mode=False, return_indices=False) -> QTensor:
+    """max commutes with the (increasing) quantization map: take the max of the integers."""
+    if return_indices:
+        raise TypeError("max_pool2d with return_indices is not supported on a QTensor")
+    # max_pool2d has no integer kernel; float32 holds 8-bit integers exactly.
+    out = F.max_pool2d(x.int_repr.to(torch.float32), kernel_size, stride, padding, dilation,
+                       ceil_mode=ceil_mode)
+    return x._like(out.to(x.int_repr.dtype))
+
+
+def q_adaptive_avg_pool2d(x: QTensor, output_size) -> QTensor:
+    """Mean of each window, same qparams: q = zp + round((sum(q) - zp * n) * float32(1 / n)).
+
+    As torch's quantized kernel: an int32 sum, then a float multiplier 1/n, half to even.
+    """
+    out_size = output_size if isinstance(output_size, (tuple, list)) else (output_size,) * 2
+    h, w = x.int_repr.shape[-2:]
+    oh = h if out_size[0] is None else out_size[0]
+    ow = w if out_size[1] is None else out_size[1]
+    q = x.int_repr.to(torch.int32) - x.zero_point
+    rows = []
+    for i in range(oh):
+        h0, h1 = (i * h) // oh, -((-(i + 1) * h) // oh)
+        cols = []
+        for j in range(ow):
+            w0, w1 = (j * w) // ow, -((-(j + 1) * w) // ow)
+            acc = q[..., h0:h1, w0:w1].sum((-2, -1))
+            n = (h1 - h0) * (w1 - w0)
+            mult = torch.tensor(1.0, dtype=torch.float32) / n
+            cols.append(requantize(acc, mult, x.zero_point, x.qmin, x.qmax))
+        rows.append(torch.stack(cols, -1))
+    return x._like(torch.stack(rows, -2).to(x.int_repr.dtype))
+
+
+def q_flatten(x: QTensor, start_dim: int = 0, end_dim: int = -1) -> QTensor:
+    return x.flatten(start_dim, end_dim)
+
+
+def q_reshape(x: QTensor, shape) -> QTensor:
+    return x.reshape(shape)
+
+
+def q_dropout(x: QTensor, p: float = 0.5, training: bool = False, inplace: bool = False):
+    if training:
+        raise TypeError("dropout in training mode is not supported on a QTensor; call model.eval()")
+    return x
+
+
+_HANDLERS = {
+    F.relu: q_relu,
+    torch.relu: q_relu,
+    F.max_pool2d: q_max_pool2d,
+    F.adaptive_avg_pool2d: q_adaptive_avg_pool2d,
+    torch.flatten: q_flatten,
+    torch.reshape: q_reshape,
+    F.dropout: q_dropout,
+}

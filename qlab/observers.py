@@ -513,11 +513,12 @@ def _smooth(counts, inside, eps: float):
 
 
 def _kl_divergences(
-    hist, levels: int, chunk: int = 256, eps: float = 1e-4
+    hist, levels: int, chunk: int = 128, eps: float = 1e-4
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """KL(P_i || Q_i) for every number of kept bins i = levels .. bins (see EntropyObserver).
 
-    Vectorised over candidates, `chunk` at a time: row r of each matrix is one candidate.
+    Vectorised over candidates, `chunk` at a time: row r of each matrix is one candidate,
+    column j one histogram bin (only the bins the chunk's widest candidate keeps).
     """
     hist = hist.double().clone()
     bins = len(hist)
@@ -525,14 +526,14 @@ def _kl_divergences(
         hist[0] = hist[1]
     cumsum = torch.cumsum(hist, 0)
     all_kept = torch.arange(min(levels, bins), bins + 1)
-    j = torch.arange(bins)
     out = []
     for kept in all_kept.split(chunk):
-        rows = torch.arange(len(kept))
+        width = int(kept.max())
+        j = torch.arange(width)
         inside = j[None, :] < kept[:, None]
-        h = hist[None, :] * inside
+        h = hist[None, :width] * inside
         p = h.clone()
-        p[rows, kept - 1] += cumsum[-1] - cumsum[kept - 1]  # outliers into the last kept bin
+        p[torch.arange(len(kept)), kept - 1] += cumsum[-1] - cumsum[kept - 1]  # the outliers
         group = torch.where(inside, j[None, :] * levels // kept[:, None], levels)
         nonzero = (h > 0).double()
         group_count = torch.zeros(len(kept), levels + 1, dtype=torch.float64)

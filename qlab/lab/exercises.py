@@ -188,3 +188,50 @@ def check_quantize(fn: Callable[[torch.Tensor, QParams], torch.Tensor]) -> bool:
         f"all {len(cases)} cases match qlab.quantize and PyTorch's kernels bit for bit "
         "(ties, clamping, 1/scale, 4-bit grid)"
     ))
+
+
+# ---------------------------------------------------------------------------------------
+# Lesson 02: observers and calibration
+# ---------------------------------------------------------------------------------------
+
+
+def check_moving_average(fn: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]) -> bool:
+    """Check a student's moving-average update against qlab's MovingAverageMinMaxObserver.
+
+    fn(running, batch_value, c) must return the new running value
+    running + c * (batch_value - running). It is applied to the min and the max of every
+    batch after the first (the first batch sets them); the results must match the observer's
+    (and so torch.ao's) min and max to float32 rounding (rtol 1e-5), for c = 0.01, 0.3, 1.
+    """
+    from qlab.observers import MovingAverageMinMaxObserver
+
+    name = getattr(fn, "__name__", "your function")
+    g = torch.Generator().manual_seed(2)
+    seq = [torch.randn(64, generator=g) * (1 + i % 3) + 0.5 * i for i in range(6)]
+    for c in (0.01, 0.3, 1.0):
+        obs = MovingAverageMinMaxObserver(averaging_constant=c)
+        lo = hi = None
+        for i, x in enumerate(seq):
+            obs(x)
+            if i == 0:
+                lo, hi = x.min(), x.max()
+                continue
+            try:
+                lo, hi = fn(lo, x.min(), c), fn(hi, x.max(), c)
+            except Exception as e:  # a student's bug, reported as a hint
+                return _report(False, name, f"c = {c}, batch {i}: raised {type(e).__name__}: {e}")
+            if not isinstance(lo, torch.Tensor):
+                lo, hi = torch.tensor(float(lo)), torch.tensor(float(hi))
+            close = [torch.allclose(a.float(), b, rtol=1e-5, atol=1e-6)
+                     for a, b in ((lo, obs.min_val), (hi, obs.max_val))]  # fmt: skip
+            if not all(close):
+                return _report(False, name, (
+                    f"c = {c}, after batch {i}: expected min, max = {obs.min_val.item():.6g}, "
+                    f"{obs.max_val.item():.6g}, got {float(lo):.6g}, {float(hi):.6g}.\n"
+                    "   Hint: move the running value a fraction c of the way towards the batch's "
+                    "value: running + c * (batch_value - running). c = 1 forgets the past."
+                ))
+    return _report(True, name, (
+        f"min and max match MovingAverageMinMaxObserver over {len(seq)} batches "
+        "for c = 0.01, 0.3 and 1.0"
+    ))

@@ -196,3 +196,66 @@ def plot_channel_ranges(
     ax_s.legend(loc="lower right", fontsize=9, markerscale=3)
     ax_s.set_title("Quality of each channel after int8 quantization", fontsize=10)
     return fig
+
+
+# ---------------------------------------------------------------------------------------
+# Lesson 02: observers and calibration
+# ---------------------------------------------------------------------------------------
+
+OBSERVER_COLORS = {
+    "MinMax": RED,
+    "MovingAverage": ORANGE,
+    "Histogram": BLUE,
+    "Percentile": GREEN,
+    "MSE": "#9467bd",
+    "Entropy": "#8c564b",
+}
+
+
+def plot_observer_ranges(
+    values, ranges: Mapping[str, tuple[float, float]], scores: Mapping[str, str] | None = None,
+    title: str = "", bins: int = 200,
+) -> Figure:  # fmt: skip
+    """Histogram of `values` (log count) with each observer's chosen [min, max] drawn on it.
+
+    ranges: observer name -> (min, max); scores: name -> a short text for the legend
+    (e.g. "SQNR 38.1 dB"). One row of range bars below the histogram, one per observer.
+    """
+    v = _np(values)
+    fig = Figure(figsize=(9, 5.2), layout="constrained")
+    ax, ax_r = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1.3])
+    ax.hist(v, bins=bins, color=GREY, alpha=0.7, log=True)
+    ax.set_ylabel("count (log)")
+    ax.set_title(title or "Where each observer puts the range")
+    names = list(ranges)
+    for i, name in enumerate(names):
+        lo, hi = ranges[name]
+        color = OBSERVER_COLORS.get(name, f"C{i}")
+        for edge in (lo, hi):
+            ax.axvline(edge, color=color, lw=1.3, ls="--")
+        label = name + (f"  ({scores[name]})" if scores and name in scores else "")
+        ax_r.plot([lo, hi], [i, i], color=color, lw=6, solid_capstyle="butt", label=label)
+    ax_r.set_yticks(range(len(names)), names)
+    ax_r.set_ylim(len(names) - 0.5, -0.5)
+    ax_r.set_xlabel("value")
+    ax_r.grid(True, axis="x", alpha=0.3)
+    ax_r.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
+    return fig
+
+
+def plot_calibration_curves(
+    sizes, curves: Mapping[str, Sequence[float]], ylabel: str, title: str = ""
+) -> Figure:
+    """One line per observer: a quality measure (e.g. SQNR) against the calibration-set size."""
+    fig = Figure(figsize=(7.5, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    s = _np(sizes)
+    for i, (name, ys) in enumerate(curves.items()):
+        ax.plot(s, _np(ys), marker="o", ms=4, color=OBSERVER_COLORS.get(name, f"C{i}"), label=name)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("calibration images")
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=9)
+    ax.set_title(title or f"{ylabel} against calibration-set size")
+    return fig

@@ -126,3 +126,82 @@ class QuantizationPanel(Panel):
 def quantization_panel(x: torch.Tensor, name: str = "x", **defaults) -> QuantizationPanel:
     """Lesson 01's panel: drag "bits", "scheme" and "clip range"; watch x, grid and error."""
     return QuantizationPanel(x, name, **defaults)
+
+
+# ---------------------------------------------------------------------------------------
+# Lesson 02: observers and calibration
+# ---------------------------------------------------------------------------------------
+
+
+def score_observers(x: torch.Tensor, observers: dict, reference: torch.Tensor | None = None) -> dict:
+    """Run each observer (name -> factory) on x; quantize with its qparams and score it.
+
+    Returns name -> {"range": (min, max) the grid really covers, "qparams", "mse", "sqnr"}.
+    The scores compare `reference` (default x) with its fake-quantized self, so injected
+    outliers can be left out of the score while the observers still see them.
+    """
+    ref = x if reference is None else reference
+    out = {}
+    for name, make in observers.items():
+        obs = make()
+        obs(x)
+        qp = obs.qparams()
+        x_hat = qlab.fake_quantize(ref, qp)
+        lo, hi = qlab.dequantize(torch.tensor([qp.qmin, qp.qmax]), qp).tolist()
+        out[name] = {"range": (lo, hi), "qparams": qp,
+                     "mse": qlab.metrics.mse(ref, x_hat), "sqnr": qlab.metrics.sqnr(ref, x_hat)}
+    return out
+
+
+def inject_outliers(x: torch.Tensor, count: int, size: float) -> torch.Tensor:
+    """x (flattened) with `count` evenly spaced values replaced by size * max|x|."""
+    x = x.detach().flatten().clone()
+    if count > 0:
+        idx = torch.linspace(0, x.numel() - 1, count).long()
+        x[idx] = size * x.abs().max()
+    return x
+
+
+class OutlierPanel(Panel):
+    """Inject a few outliers into an activation and watch each observer's range.
+
+    Controls: "outliers" (IntSlider 0..20, how many values are replaced) and "size"
+    (FloatSlider 1..50, the outliers' value as a multiple of max|x|). The readout and legend
+    give each observer's SQNR on the original values, so the score is what the bulk of the
+    activations suffers from the outliers the observer saw.
+    """
+
+    def __init__(self, x: torch.Tensor, observers: dict, name: str = "activation",
+                 outliers: int = 0, size: float = 10.0):
+        self.x, self.observers, self.name = x.detach().float().flatten(), observers, name
+        self.outliers = widgets.IntSlider(value=outliers, min=0, max=20, description="outliers",
+                                          continuous_update=False)
+        self.size = widgets.FloatSlider(value=size, min=1.0, max=50.0, step=1.0,
+                                        description="size (× max|x|)", continuous_update=False,
+                                        style=_WIDE)
+        self.readout = widgets.HTML()
+        controls = {"outliers": self.outliers, "size": self.size}
+        self.output = widgets.interactive_output(self._draw, controls)
+        super().__init__([widgets.HBox([self.outliers, self.size]), self.readout, self.output])
+
+    def _compute(self, outliers, size):
+        seen = inject_outliers(self.x, outliers, size)
+        scores = score_observers(seen, self.observers, reference=self.x)
+        self.readout.value = " · ".join(
+            f"{n}: <b>{s['sqnr']:.1f} dB</b>" for n, s in scores.items()
+        ) + " (SQNR on the original values)"
+        ranges = {n: s["range"] for n, s in scores.items()}
+        legend = {n: f"SQNR {s['sqnr']:.1f} dB" for n, s in scores.items()}
+        title = f"{self.name}: {outliers} outliers at {size:g} × max|x|"
+        return plots.plot_observer_ranges(seen, ranges, legend, title=title)
+
+    def _draw(self, outliers, size):
+        _show(self._compute(outliers, size))
+
+    def figure(self):
+        return self._compute(self.outliers.value, self.size.value)
+
+
+def outlier_panel(x: torch.Tensor, observers: dict, name: str = "activation", **defaults):
+    """Lesson 02's panel: drag "outliers" and "size"; min-max's range follows the outliers."""
+    return OutlierPanel(x, observers, name, **defaults)

@@ -11,7 +11,9 @@ Requantization comes in two flavours that agree except for rare 1-LSB cases:
   float (fbgemm):    M is a float32, computed as float32(s_x * s_w) / s_out; acc is turned into
                      a float32, multiplied by M and rounded half to even.
   fixed point        M = M0 * 2**-(31 + shift) with M0 an int32 in [2**30, 2**31): integers
-  (gemmlowp, TFLite) only: a rounding "doubling high multiply" by M0, then a rounding right shift.
+  (gemmlowp, TFLite) only: acc * M0 in int64, then one rounding right shift (TFLite's single
+                     rounding); or gemmlowp's two roundings (a "doubling high multiply", then a
+                     rounding shift), which disagree with the float form more often.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ def quantize_multiplier(multiplier: float) -> tuple[int, int]:
 
 
 def _rounding_doubling_high_mul(a: torch.Tensor, b: int) -> torch.Tensor:
-    """gemmlowp's SaturatingRoundingDoublingHighMul: round(a * b / 2**31), ties away from 0."""
+    """gemmlowp's SaturatingRoundingDoublingHighMul: round(a * b / 2**31), ties up."""
     ab = a.to(torch.int64) * b
     nudge = torch.where(ab >= 0, 1 << 30, 1 - (1 << 30))
     return torch.div(ab + nudge, 1 << 31, rounding_mode="trunc")  # C++ '/' truncates
@@ -84,16 +86,23 @@ def _rounding_divide_by_pot(x: torch.Tensor, exponent: int) -> torch.Tensor:
 
 
 def requantize_fixed_point(acc: torch.Tensor, m0: int, shift: int, zero_point: int,
-                           qmin: int, qmax: int) -> torch.Tensor:
-    """q = clamp(RoundingDivideByPOT(RoundingDoublingHighMul(acc << left, M0), right) + zp).
+                           qmin: int, qmax: int, double_rounding: bool = False) -> torch.Tensor:
+    """q = clamp(round(acc * M0 / 2**(31 + shift)) + zp, qmin, qmax): acc * M without a float.
 
-    Integer-only requantization (gemmlowp, TFLite): acc * M without a single float.
+    Single rounding (TFLite's TFLITE_SINGLE_ROUNDING): one int64 product, one rounding shift,
+    ties up. double_rounding=True is gemmlowp's classic form: a rounding "doubling high
+    multiply" to 32 bits, then a rounding right shift, each rounding ties away from zero;
+    the first rounding keeps few fraction bits when acc is small, so it disagrees more often.
     """
     x = acc.to(torch.int64)
     if shift < 0:  # M >= 1: shift left first
         x = (x << -shift).clamp(-(2**31), 2**31 - 1)
-    x = _rounding_doubling_high_mul(x, m0)
-    x = _rounding_divide_by_pot(x, max(shift, 0))
+    right = max(shift, 0)
+    if double_rounding:
+        x = _rounding_divide_by_pot(_rounding_doubling_high_mul(x, m0), right)
+    else:
+        total = 31 + right
+        x = (x * m0 + (1 << (total - 1))) >> total
     return (x + zero_point).clamp(qmin, qmax)
 
 

@@ -114,15 +114,21 @@ def plot_quantization(
         lw=0.5 if many else 1.0, alpha=0.35 if many else 0.8,
         label=f"grid: {len(levels)} levels",
     )
+    left, right = x.min(), x.max()
     if clip_range is not None:
         lo, hi = float(clip_range[0]), float(clip_range[1])
         ax.axvline(lo, color=RED, lw=1.5, label=f"range [{lo:.3g}, {hi:.3g}]")
         ax.axvline(hi, color=RED, lw=1.5)
-        clipped = "clipped (outside the range)" if lo > x.min() or hi < x.max() else None
-        ax.axvspan(x.min(), lo, color=RED, alpha=0.12, lw=0, label=clipped)
-        ax.axvspan(hi, x.max(), color=RED, alpha=0.12, lw=0)
-    span = x.max() - x.min()
-    ax.set_xlim(x.min() - 0.02 * span, x.max() + 0.02 * span)
+        clipped = "clipped (outside the range)"
+        if lo > left:
+            ax.axvspan(left, lo, color=RED, alpha=0.12, lw=0, label=clipped)
+            clipped = None
+        if hi < right:
+            ax.axvspan(hi, right, color=RED, alpha=0.12, lw=0, label=clipped)
+        left, right = min(left, lo), max(right, hi)
+    left, right = min(left, levels.min()), max(right, levels.max())
+    span = right - left
+    ax.set_xlim(left - 0.02 * span, right + 0.02 * span)
     ax.set_xlabel("value of x")
     ax.set_ylabel("count")
     ax.legend(loc="upper right", fontsize=9)

@@ -92,3 +92,18 @@ def test_scheme_toggle_changes_grid(panel):
     assert "grid [-8, 7]" in panel.readout.value
     panel.scheme.value = "affine"
     assert "grid [0, 15]" in panel.readout.value
+
+
+def test_lesson01_committed_notebook_shows_the_panel_without_a_kernel():
+    """The stored panel output carries a PNG next to the widget view, and nothing errored."""
+    import pathlib
+
+    import nbformat
+
+    path = pathlib.Path(__file__).parents[1] / "notebooks" / "01_quantization_math.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert not [o for o in outputs if o.output_type == "stream" and o.name == "stderr"]
+    panel = [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    assert panel and all("image/png" in o["data"] for o in panel)

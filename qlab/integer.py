@@ -47,8 +47,8 @@ def requantize(acc: torch.Tensor, multiplier, zero_point: int, qmin: int, qmax: 
         shape = [1] * acc.dim()
         shape[channel_dim] = -1
         m = m.reshape(shape)
-    q = torch.round(acc.to(torch.float32) * m) + zero_point
-    return q.clamp(qmin, qmax)
+    q = acc.to(torch.float32).mul_(m).round_().add_(zero_point)  # in place: one buffer
+    return q.clamp_(qmin, qmax)
 
 
 def quantize_multiplier(multiplier: float) -> tuple[int, int]:
@@ -144,7 +144,7 @@ def int_linear(x_q: torch.Tensor, x_zp: int, w_q: torch.Tensor,
         acc = torch.zeros(0, w_q.shape[0], dtype=torch.int32)
     if c:
         w_sum = w_q.to(torch.int32).sum(1) if w_sum is None else w_sum
-        acc = acc + c * w_sum
+        acc += c * w_sum
     w_zp = torch.as_tensor(w_zp, dtype=torch.int32)
     if bool((w_zp != 0).any()):
         k = w_q.shape[1]

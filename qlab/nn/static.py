@@ -175,6 +175,7 @@ class _QuantWeighted(nn.Module):
         return float_multiplier(self.input_scale, self.weight_scale, self.scale)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        self._w_sum = None  # cached weight row sums: recomputed from the loaded weight
         for name in ("weight_scale", "weight_zero_point", "bias"):
             if prefix + name in state_dict and getattr(self, name) is not None:
                 setattr(self, name, torch.empty_like(state_dict[prefix + name]))
@@ -184,7 +185,7 @@ class _QuantWeighted(nn.Module):
         if self.bias is not None:
             shape = [1] * acc.dim()
             shape[channel_dim] = -1
-            acc = acc + self.bias.reshape(shape)
+            acc += self.bias.reshape(shape)
         zp = int(self.zero_point)
         lo = zp if self.relu else ACT_QMIN
         q = requantize(acc, self.multiplier(), zp, lo, ACT_QMAX, channel_dim=channel_dim)
@@ -214,7 +215,10 @@ class QuantLinear(_QuantWeighted):
     def forward(self, x) -> QTensor:
         x = _expect_qtensor(self, x)
         self.bind_input(x.scale, x.zero_point)
-        acc = int_linear(x.int_repr, x.zero_point, self.weight, self.weight_zero_point)
+        if getattr(self, "_w_sum", None) is None or self._w_sum_of is not self.weight:
+            self._w_sum, self._w_sum_of = self.weight.to(torch.int32).sum(1), self.weight
+        acc = int_linear(x.int_repr, x.zero_point, self.weight, self.weight_zero_point,
+                         self._w_sum)
         return self._requantize(acc, channel_dim=-1)
 
     def extra_repr(self):

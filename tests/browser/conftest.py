@@ -111,6 +111,28 @@ def kill_all(pids: set[int], grace: float = 10.0) -> set[int]:
     return stubborn
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM when the test process dies, even by
+    SIGKILL, so a killed test run leaves no server behind (Linux prctl)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+def _sigterm_as_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config):
+    # A plain `kill` (or CI's timeout) of pytest then still runs the fixture
+    # teardowns below, which stop JupyterLab, the kernels and chromium.
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -129,7 +151,8 @@ class Lab:
     log: Path
 
     def url(self, notebook: str) -> str:
-        return f"{self.base_url}/lab/tree/{notebook}?token={self.token}"
+        # reset: start from an empty workspace, not the tabs an earlier test left open
+        return f"{self.base_url}/lab/tree/{notebook}?reset&token={self.token}"
 
     def api(self, path: str, method: str = "GET"):
         req = urllib.request.Request(
@@ -196,7 +219,13 @@ def lab(tmp_path_factory) -> Lab:
     log = tmp / "jupyterlab.log"
     with open(log, "wb") as fh:
         proc = subprocess.Popen(
-            cmd, cwd=root, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
+            cmd,
+            cwd=root,
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
     server = Lab(f"http://127.0.0.1:{port}", token, root, proc, log)
     try:
@@ -219,11 +248,7 @@ def lab(tmp_path_factory) -> Lab:
 
 def _stop_lab(server: Lab) -> None:
     procs = descendants(server.proc.pid)
-    try:  # let the server shut its kernels down cleanly first
-        for kernel in server.api("kernels"):
-            server.api(f"kernels/{kernel['id']}", method="DELETE")
-    except Exception:
-        pass
+    _shutdown_kernels(server)  # let the server stop its kernels cleanly first
     procs |= descendants(server.proc.pid)
     try:
         os.killpg(server.proc.pid, signal.SIGTERM)
@@ -293,6 +318,15 @@ def page(browser, lab):
     if problems:
         print("browser console:\n  " + "\n  ".join(problems[:20]))
     tab.close()
+    _shutdown_kernels(lab)  # each test starts from fresh kernels; frees the CPU meanwhile
+
+
+def _shutdown_kernels(server: Lab) -> None:
+    try:
+        for kernel in server.api("kernels"):
+            server.api(f"kernels/{kernel['id']}", method="DELETE")
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        pass
 
 
 @pytest.fixture

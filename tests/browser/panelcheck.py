@@ -22,6 +22,8 @@ SQNR_DB = r"SQNR\D{0,20}?(-?\d+(?:\.\d+)?)\s*dB"
 # What a broken cell or a broken front end looks like in the page.
 TRACEBACK = re.compile(r"Traceback \(most recent call last\)|^\s*\w*(Error|Exception)\b.*:", re.M)
 WIDGET_REPR = re.compile(r"\b(VBox|HBox|Box|IntSlider|FloatSlider|interactive|Output)\(")
+# The notebook in the front tab (others may be open in hidden tabs).
+NOTEBOOK = ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook"
 WIDGET_FAILURE = ("Error displaying widget", "Error rendering output", "Loading widget...")
 
 
@@ -83,7 +85,7 @@ def wait_kernel_idle(page, timeout: float = 60.0) -> None:
 def open_notebook(page, lab, notebook: str) -> None:
     """Open `notebook` (a path under the lab's root) and wait for its kernel."""
     page.goto(lab.url(notebook))
-    page.locator(".jp-NotebookPanel .jp-Notebook .jp-Cell").first.wait_for(timeout=60_000)
+    page.locator(f"{NOTEBOOK} .jp-Cell").first.wait_for(timeout=60_000)
     wait_kernel_idle(page)
 
 
@@ -92,7 +94,7 @@ def run_all_cells(page, timeout: float = 150.0) -> None:
     page.locator(".lm-MenuBar-item", has_text=re.compile(r"^Run$")).click()
     label = page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$"))
     page.locator(".lm-Menu-item", has=label).click()
-    prompts = page.locator(".jp-Notebook .jp-CodeCell .jp-InputArea-prompt")
+    prompts = page.locator(f"{NOTEBOOK} .jp-CodeCell .jp-InputArea-prompt")
     deadline = time.monotonic() + timeout
     while any("*" in p for p in prompts.all_inner_texts()):
         if time.monotonic() > deadline:
@@ -105,7 +107,7 @@ def assert_no_errors(page, where: str = "") -> None:
     """No cell shows a traceback, and every widget rendered (the ipywidgets
     extension loaded: no 'Loading widget...', no raw `VBox(...)` text)."""
     problems = []
-    for out in page.locator(".jp-Notebook .jp-OutputArea-output").all():
+    for out in page.locator(f"{NOTEBOOK} .jp-OutputArea-output").all():
         text = out.inner_text()
         mime = out.get_attribute("data-mime-type") or ""
         if "stderr" in mime and TRACEBACK.search(text):
@@ -136,7 +138,7 @@ def find_panel(page, slider_label: str):
     """The code cell holding the slider labelled `slider_label`, and that slider."""
     name = page.locator("label.widget-label", has_text=re.compile(rf"^\s*{re.escape(slider_label)}\s*$"))
     slider = page.locator(".widget-slider").filter(has=name)
-    cells = page.locator(".jp-Notebook .jp-CodeCell").filter(has=slider)
+    cells = page.locator(f"{NOTEBOOK} .jp-CodeCell").filter(has=slider)
     count = cells.count()
     assert count == 1, f"expected one cell with a slider labelled {slider_label!r}, found {count}"
     sliders = cells.locator(".widget-slider").filter(has=name)
@@ -181,10 +183,11 @@ def _wait_for_redraw(cell, slider, before: PanelState, expect: Expect) -> PanelS
         changed = state.readout != before.readout and (
             state.images != before.images or not expect.image_changes
         )
-        if changed and state.images and last is not None and (
-            state.readout,
-            state.images,
-        ) == (last.readout, last.images):
+        settled = last is not None and (state.readout, state.images) == (
+            last.readout,
+            last.images,
+        )
+        if changed and state.images and settled:
             return state
         if time.monotonic() > deadline:
             return state

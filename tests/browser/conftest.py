@@ -126,10 +126,67 @@ def _sigterm_as_interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def processes_mentioning(path: Path) -> set[int]:
+    """Live processes whose command line names something under `path`: this
+    session's server, kernels (connection files), chromium (profile) and its crash
+    handler (database), which re-parents itself to init."""
+    needle, me = f"{path}/", os.getpid()
+    return {
+        int(p.name)
+        for p in Path("/proc").iterdir()
+        if p.name.isdigit() and int(p.name) != me and needle in _cmdline(int(p.name))
+        and _alive(int(p.name))
+    }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_process_left_behind(request, tmp_path_factory):
+    """Last teardown of the session: kill anything still running from this
+    session's temporary folder, and say so."""
+    if not _selected(request.config):
+        yield
+        return
+    base = tmp_path_factory.getbasetemp()
+    yield
+    left = processes_mentioning(base)
+    if left:
+        names = {p: _cmdline(p)[:100] for p in left}
+        kill_all(left, grace=5)
+        print("\nkilled processes left behind:\n  " + "\n  ".join(f"{p} {c}" for p, c in names.items()))
+
+
+def _selected(config) -> bool:
+    """Browser tests run when asked for: `pytest tests/browser` (make test-browser),
+    a path inside it, or QLAB_BROWSER_TESTS=1; a plain `pytest tests` skips them."""
+    if os.environ.get("QLAB_BROWSER_TESTS") == "1":
+        return True
+    for arg in config.args:
+        path = Path(config.invocation_params.dir, arg.split("::")[0]).resolve()
+        if path == HERE or HERE in path.parents:
+            return True
+    return False
+
+
+def pytest_collection_modifyitems(config, items):
+    if _selected(config):
+        return
+    skip = pytest.mark.skip(reason="browser test: run `make test-browser` or `pytest tests/browser`")
+    for item in items:
+        if HERE in Path(item.path).parents:
+            item.add_marker(skip)
+
+
 def pytest_configure(config):
     # A plain `kill` (or CI's timeout) of pytest then still runs the fixture
     # teardowns below, which stop JupyterLab, the kernels and chromium.
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+    if _selected(config) and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
 
 
@@ -274,8 +331,8 @@ def browser(tmp_path_factory):
         pytest.fail(f"{CHROMIUM} not found: run `bash tests/browser/setup.sh` (make test-browser)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="run tests/browser/setup.sh")
     profile = tmp_path_factory.mktemp("chromium-profile")
+    home = tmp_path_factory.mktemp("chromium-home")
     pw = sync_api.sync_playwright().start()
-    before = descendants(os.getpid())
     context = None
     try:
         context = pw.chromium.launch_persistent_context(
@@ -284,20 +341,26 @@ def browser(tmp_path_factory):
             headless=True,
             args=CHROMIUM_FLAGS,
             chromium_sandbox=False,
+            # chromium's config and crash database go to this session's folder, not ~
+            env=dict(
+                os.environ,
+                XDG_CONFIG_HOME=str(home / "config"),
+                XDG_CACHE_HOME=str(home / "cache"),
+            ),
             viewport={"width": 1400, "height": 1000},
             device_scale_factor=1,
         )
         yield context
     finally:
-        spawned = descendants(os.getpid()) - before
         try:
             if context is not None:
                 context.close()
         finally:
             pw.stop()
-            stubborn = kill_all({p for p in spawned if _alive(p)}, grace=5)
-            if stubborn:
-                print(f"killed processes chromium left behind: {sorted(stubborn)}")
+            left = processes_mentioning(profile) | processes_mentioning(home)
+            stubborn = kill_all(left, grace=5)
+            if left:
+                print(f"stopped chromium processes left behind: {sorted(left)} ({stubborn} by SIGKILL)")
 
 
 @pytest.fixture

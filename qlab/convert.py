@@ -275,8 +275,11 @@ def _convert_children(parent: nn.Module, prefix: str) -> None:
             new = _static.DeQuantize()
         elif isinstance(child, _FLOAT_FUNCTIONAL):
             if hasattr(child, "qconfig") and child.qconfig is not None:
-                qp = _output_qparams(name, child)
-                new = _static.QFunctional(float(qp.scale), int(qp.zero_point))
+                if child.activation_post_process.has_data():
+                    qp = _output_qparams(name, child)
+                    new = _static.QFunctional(float(qp.scale), int(qp.zero_point))
+                else:  # never called in forward (e.g. MobileNetV2 blocks without a skip)
+                    new = _static.QFunctional()
         elif isinstance(child, _qat.QATConvBn2d):
             out_qp = _output_qparams(name, child)
             w, b = child.folded_weight_bias()
@@ -316,6 +319,11 @@ def convert(model: nn.Module, inplace: bool = False) -> nn.Module:
     for attr in ("_qlab_example", "_qlab_example_hook"):
         if hasattr(model, attr):
             delattr(model, attr)
+    observed = [(n, m) for n, m in model.named_modules()
+                if hasattr(getattr(m, "activation_post_process", None), "has_data")]
+    if observed and not any(m.activation_post_process.has_data() for _, m in observed):
+        name, m = observed[0]
+        _output_qparams(name or type(model).__name__, m)  # raises: never calibrated
     _convert_children(model, "")
     model.eval()
     if example is not None:  # fix every layer's input qparams (and int32 bias) now

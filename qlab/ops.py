@@ -75,7 +75,7 @@ def _round_clamp(x: torch.Tensor, qp: QParams, axis: int | None):
 
 
 def quantize(x: torch.Tensor, qp: QParams, axis: int | None = None) -> torch.Tensor:
-    """q = clamp(round(x / scale) + zero_point, qmin, qmax), as an integer tensor."""
+    """q = clamp(round(x * (1 / scale)) + zero_point, qmin, qmax) as integers; round half to even."""
     axis = _check_input(x, qp, axis)
     q, _ = _round_clamp(x, qp, axis)
     return q.to(qp.qdtype.storage)

@@ -1,7 +1,8 @@
 """Offline lesson data: real images and real text that ship with the installed packages.
 
-    digits(split, augment)      scikit-learn's 1,797 handwritten digits as 3x32x32 tensors (CNNs)
+    digits(split)               scikit-learn's 1,797 handwritten digits as 3x32x32 tensors (CNNs)
     digits_tensors(split)       the same split as two whole tensors (x, y), for quick evaluation
+    loader(ds, augment=True)    seeded batches, with light shift/rotation augmentation for training
     text_corpus()               the prose of Python's own docs (pydoc_data.topics), ~465k chars
     CharVocab, text_splits()    character ids and a contiguous 90/5/5 train/val/test split (LSTM)
     lm_batches(ids, b, t)       (input, next-char target) chunks for truncated backprop
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 SEED = 0
 SPLITS = ("train", "val", "test")
@@ -82,42 +83,51 @@ def digits_tensors(split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
     return xs, y[i].clone()
 
 
-def augment_image(img: torch.Tensor, max_shift: int = 2, max_degrees: float = 10.0) -> torch.Tensor:
-    """Light augmentation of one [C, H, W] image: a random shift of up to 2 pixels and rotation of
-    up to 10 degrees (torch's global RNG, so a seeded training run repeats itself)."""
-    c, h, w = img.shape
-    angle = (torch.rand(()) * 2 - 1) * max_degrees * torch.pi / 180
-    shift = (torch.randint(-max_shift, max_shift + 1, (2,)).float() * 2) / torch.tensor([w, h])
+def augment_batch(x: torch.Tensor, generator: torch.Generator | None = None, max_shift: int = 2,
+                  max_degrees: float = 10.0) -> torch.Tensor:  # fmt: skip
+    """Light augmentation of a batch [N, C, H, W]: each image shifted by up to 2 pixels and rotated
+    by up to 10 degrees, borders repeated. One affine_grid for the whole batch, so it is cheap."""
+    n, _, h, w = x.shape
+    angle = (torch.rand(n, generator=generator) * 2 - 1) * max_degrees * torch.pi / 180
+    shift = torch.randint(-max_shift, max_shift + 1, (n, 2), generator=generator).float()
+    shift = shift * 2 / torch.tensor([w, h])  # pixels -> affine_grid's [-1, 1] coordinates
     cos, sin = torch.cos(angle), torch.sin(angle)
-    theta = torch.stack([torch.stack([cos, -sin, shift[0]]), torch.stack([sin, cos, shift[1]])])
-    grid = F.affine_grid(theta.unsqueeze(0), [1, c, h, w], align_corners=False)
-    return F.grid_sample(img.unsqueeze(0), grid, padding_mode="border", align_corners=False)[0]
+    rows = [torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)]
+    theta = torch.stack(rows, 1)  # [N, 2, 3]: rotation and translation
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, padding_mode="border", align_corners=False)
 
 
 class Digits(Dataset):
-    """One split of the digits as (image [3, 32, 32], label) pairs, optionally augmented."""
+    """One split of the digits as (image [3, 32, 32], label) pairs."""
 
-    def __init__(self, split: str = "train", augment: bool = False):
-        self.split, self.augment = split, augment
+    def __init__(self, split: str = "train"):
+        self.split = split
         self.x, self.y = digits_tensors(split)
 
     def __len__(self) -> int:
         return len(self.y)
 
     def __getitem__(self, i: int):
-        img = self.x[i]
-        return (augment_image(img) if self.augment else img), self.y[i]
+        return self.x[i], self.y[i]
 
 
-def digits(split: str = "train", augment: bool = False) -> Digits:
+def digits(split: str = "train") -> Digits:
     """The offline image data set: sklearn's real handwritten digits (1,078/359/360 train/val/test)."""
-    return Digits(split, augment)
+    return Digits(split)
 
 
-def loader(dataset: Dataset, batch_size: int = 64, shuffle: bool = False, seed: int = SEED) -> DataLoader:
-    """A single-process DataLoader whose shuffle order is fixed by `seed`."""
+def loader(dataset: Dataset, batch_size: int = 64, shuffle: bool = False, augment: bool = False,
+           seed: int = SEED) -> DataLoader:  # fmt: skip
+    """A single-process DataLoader whose shuffle order and augmentations are fixed by `seed`."""
     gen = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=gen, num_workers=0)
+    aug_gen = torch.Generator().manual_seed(seed + 1)
+
+    def collate(items):
+        x, y = default_collate(items)
+        return (augment_batch(x, aug_gen) if augment else x), y
+
+    return DataLoader(dataset, batch_size, shuffle=shuffle, generator=gen, num_workers=0, collate_fn=collate)
 
 
 # ---------------------------------------------------------------------- text
@@ -303,7 +313,7 @@ __all__ = [
     "CharVocab",
     "DatasetUnavailableError",
     "Digits",
-    "augment_image",
+    "augment_batch",
     "cifar10",
     "digits",
     "digits_split_indices",

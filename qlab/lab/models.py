@@ -13,13 +13,14 @@ Trained weights: `qlab.lab.checkpoints.load_model("resnet" | "mobilenet_v2" | "c
 
 from __future__ import annotations
 
-import hashlib
 import os
 import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from .checkpoints import ChecksumError, sha256_file, verify_sha256  # noqa: F401 (re-exported)
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)  # torch.ao eager quantization is deprecated upstream
@@ -39,8 +40,9 @@ NUM_CLASSES = 10
 class SmallResNet(nn.Module):
     """A CIFAR-style ResNet for 32x32 inputs: 3x3 stem, three stages of BasicBlocks, avgpool, fc.
 
-    Stage i has widths[i] channels and blocks[i] QuantizableBasicBlocks; stages 2 and 3 halve
-    the resolution (32 -> 16 -> 8). The residual add is a FloatFunctional, so it quantizes.
+    Stage i has widths[i] channels and blocks[i] QuantizableBasicBlocks, and each stage halves
+    the resolution (32 -> 16 -> 8 -> 4): the digits hold 8x8 pixels of detail, so full-resolution
+    stages would only cost time. The residual add is a FloatFunctional, so it quantizes.
     """
 
     def __init__(self, num_classes: int = NUM_CLASSES, widths=(16, 32, 64), blocks=(2, 2, 2)):
@@ -50,8 +52,8 @@ class SmallResNet(nn.Module):
         self.bn1 = nn.BatchNorm2d(widths[0])
         self.relu = nn.ReLU()
         stages, in_ch = [], widths[0]
-        for i, (width, n) in enumerate(zip(widths, blocks, strict=True)):
-            stages.append(self._stage(in_ch, width, n, stride=1 if i == 0 else 2))
+        for width, n in zip(widths, blocks, strict=True):
+            stages.append(self._stage(in_ch, width, n, stride=2))
             in_ch = width
         self.layers = nn.Sequential(*stages)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
@@ -87,14 +89,14 @@ def resnet(num_classes: int = NUM_CLASSES, widths=(16, 32, 64), blocks=(2, 2, 2)
     return SmallResNet(num_classes, tuple(widths), tuple(blocks))
 
 
-# torchvision's MobileNetV2 table, [expansion t, channels c, repeats n, stride s], with the
-# second stage's stride set to 1: the 32x32 input then ends at 2x2 instead of 1x1.
-MOBILENET_32X32 = [[1, 16, 1, 1], [6, 24, 2, 1], [6, 32, 3, 2], [6, 64, 4, 2],
-                   [6, 96, 3, 1], [6, 160, 3, 2], [6, 320, 1, 1]]  # fmt: skip
+# torchvision's MobileNetV2 table, [expansion t, channels c, repeats n, stride s], shortened
+# for 32x32 digits: fewer repeats and the 160 stage at stride 1, so the last map is 2x2, not 1x1.
+MOBILENET_32X32 = [[1, 16, 1, 1], [6, 24, 2, 2], [6, 32, 2, 2], [6, 64, 2, 2],
+                   [6, 96, 1, 1], [6, 160, 1, 1], [6, 320, 1, 1]]  # fmt: skip
 
 
 def mobilenet_v2(num_classes: int = NUM_CLASSES, width_mult: float = 0.5) -> QuantizableMobileNetV2:
-    """torchvision's QuantizableMobileNetV2 for 32x32 inputs, untrained (about 0.7M parameters).
+    """torchvision's QuantizableMobileNetV2 for 32x32 inputs, untrained (about 0.44M parameters).
 
     ReLU6 becomes ReLU, exactly as torchvision's quantizable builder does, because
     conv-bn-relu fuses into one quantized kernel and conv-bn-relu6 does not.
@@ -153,30 +155,6 @@ MINILM_SHA256 = {
     "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
     "config.json": "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
 }
-
-
-class ChecksumError(RuntimeError):
-    """A file's sha256 is not the one we expect: it is corrupted, tampered with or another version."""
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def verify_sha256(path: str | os.PathLike, expected: str) -> Path:
-    """Raise ChecksumError (naming the file) unless the file exists and has this sha256."""
-    path = Path(path)
-    if not path.is_file():
-        raise ChecksumError(f"{path} is missing")
-    actual = sha256_file(path)
-    if actual != expected:
-        raise ChecksumError(f"sha256 mismatch for {path}: expected {expected}, got {actual}")
-    return path
 
 
 def minilm_dir() -> Path:

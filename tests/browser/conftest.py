@@ -183,6 +183,16 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+SCREENSHOTS: list[Path] = []
+
+
+def pytest_terminal_summary(terminalreporter):
+    if SCREENSHOTS:
+        terminalreporter.write_sep("-", "browser screenshots (panel before / after the move)")
+        for path in dict.fromkeys(SCREENSHOTS):
+            terminalreporter.write_line(str(path))
+
+
 def pytest_configure(config):
     # A plain `kill` (or CI's timeout) of pytest then still runs the fixture
     # teardowns below, which stop JupyterLab, the kernels and chromium.
@@ -411,7 +421,13 @@ def check_panel(page, lab, output_dir):
 
     def check(notebook: str, slider_label: str, expect: Expect | None = None):
         if not (lab.root / notebook).exists():
-            pytest.skip(f"{notebook} is not in the repository yet")
-        return _check(page, lab, notebook, slider_label, expect or Expect(), output_dir)
+            pytest.fail(f"{notebook} not found (paths are relative to the repository root)")
+        try:
+            result = _check(page, lab, notebook, slider_label, expect or Expect(), output_dir)
+        finally:
+            order = {"before": 0, "after": 1}
+            shots = output_dir.glob("*.png")
+            SCREENSHOTS.extend(sorted(shots, key=lambda p: order.get(p.stem.rsplit("-", 1)[1], 2)))
+        return result
 
     return check

@@ -23,4 +23,4 @@ if ! "$PY" -c "import playwright.sync_api" 2>/dev/null; then
   "$PY" -m pip install -q --disable-pip-version-check playwright
 fi
 
-"$CHROMIUM" --version
+"$CHROMIUM" --version 2>/dev/null  # (the Debian wrapper script chatters on stderr)

@@ -12,6 +12,7 @@ the panel before and after the move into output_dir.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ SQNR_DB = r"SQNR\D{0,20}?(-?\d+(?:\.\d+)?)\s*dB"
 # What a broken cell or a broken front end looks like in the page.
 TRACEBACK = re.compile(r"Traceback \(most recent call last\)|^\s*\w*(Error|Exception)\b.*:", re.M)
 WIDGET_REPR = re.compile(r"\b(VBox|HBox|Box|IntSlider|FloatSlider|interactive|Output)\(")
+WIDGETS_EXTENSION = "@jupyter-widgets/jupyterlab-manager"
 # The notebook in the front tab (others may be open in hidden tabs).
 NOTEBOOK = ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook"
 WIDGET_FAILURE = ("Error displaying widget", "Error rendering output", "Loading widget...")
@@ -82,9 +84,22 @@ def wait_kernel_idle(page, timeout: float = 60.0) -> None:
         time.sleep(0.2)
 
 
+def assert_widgets_extension(page) -> None:
+    """The ipywidgets front end (@jupyter-widgets/jupyterlab-manager) is installed
+    and enabled in this lab; without it a panel shows at best a static picture."""
+    data = json.loads(page.locator("#jupyter-config-data").text_content())
+    names = [ext.get("name") for ext in data.get("federated_extensions", [])]
+    assert WIDGETS_EXTENSION in names, f"{WIDGETS_EXTENSION} not installed; lab extensions: {names}"
+    disabled = data.get("disabledExtensions") or []
+    assert not [d for d in disabled if d.startswith(WIDGETS_EXTENSION)], (
+        f"{WIDGETS_EXTENSION} is disabled: {disabled}"
+    )
+
+
 def open_notebook(page, lab, notebook: str) -> None:
     """Open `notebook` (a path under the lab's root) and wait for its kernel."""
     page.goto(lab.url(notebook))
+    assert_widgets_extension(page)
     page.locator(f"{NOTEBOOK} .jp-Cell").first.wait_for(timeout=60_000)
     wait_kernel_idle(page)
 
@@ -140,7 +155,10 @@ def find_panel(page, slider_label: str):
     slider = page.locator(".widget-slider").filter(has=name)
     cells = page.locator(f"{NOTEBOOK} .jp-CodeCell").filter(has=slider)
     count = cells.count()
-    assert count == 1, f"expected one cell with a slider labelled {slider_label!r}, found {count}"
+    assert count == 1, (
+        f"expected one cell with a slider labelled {slider_label!r}, found {count}"
+        + (" (no widget rendered at all)" if not page.locator(".jupyter-widgets").count() else "")
+    )
     sliders = cells.locator(".widget-slider").filter(has=name)
     assert sliders.count() == 1, f"{sliders.count()} sliders labelled {slider_label!r} in one cell"
     return cells.first, sliders.first

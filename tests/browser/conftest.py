@@ -421,7 +421,7 @@ def check_panel(page, lab, output_dir):
 
     def check(notebook: str, slider_label: str, expect: Expect | None = None):
         if not (lab.root / notebook).exists():
-            pytest.fail(f"{notebook} not found (paths are relative to the repository root)")
+            pytest.fail(f"{notebook} not found (give notebooks/<file> or fixtures/<file>)")
         try:
             result = _check(page, lab, notebook, slider_label, expect or Expect(), output_dir)
         finally:

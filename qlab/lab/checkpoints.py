@@ -2,6 +2,7 @@
 
     load_model("resnet")     the eval-mode model with its trained weights (also "mobilenet_v2", "charlstm")
     load("resnet")           the raw checkpoint dict: {"name", "config", "state_dict"}
+    recorded_metrics()       what training measured, from METRICS.json (test accuracy, bits per char)
     save(name, model, cfg)   write data/checkpoints/<name>.pt and record its sha256 in MANIFEST
 
 MANIFEST has `sha256sum` format ("<hex>  <file>" a line), so `sha256sum -c MANIFEST` checks it too.
@@ -11,6 +12,7 @@ Files are read with torch.load(weights_only=True): tensors and plain containers 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -114,3 +116,9 @@ def load_model(name: str, directory: str | os.PathLike | None = None) -> nn.Modu
     model = build(ckpt["name"], ckpt["config"])
     model.load_state_dict(ckpt["state_dict"])
     return model.eval()
+
+
+def recorded_metrics(name: str | None = None, directory: str | os.PathLike | None = None) -> dict:
+    """The metrics `make checkpoints` wrote to METRICS.json: all of them, or one model's."""
+    table = json.loads((Path(directory or default_dir()) / "METRICS.json").read_text())
+    return table if name is None else table[name]

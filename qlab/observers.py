@@ -507,42 +507,52 @@ class EntropyObserver(_HistogramBase):
         return torch.maximum(self.min_val, -t), torch.minimum(self.max_val, t)
 
 
-def _smooth(counts, inside, eps: float):
-    """Give the empty bins (of the kept ones) a count of eps, so KL stays finite."""
-    return counts + eps * (inside & (counts == 0))
-
-
-def _kl_divergences(
-    hist, levels: int, chunk: int = 128, eps: float = 1e-4
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _kl_divergences(hist, levels: int, eps: float = 1e-4) -> tuple[torch.Tensor, torch.Tensor]:
     """KL(P_i || Q_i) for every number of kept bins i = levels .. bins (see EntropyObserver).
 
-    Vectorised over candidates, `chunk` at a time: row r of each matrix is one candidate,
-    column j one histogram bin (only the bins the chunk's widest candidate keeps).
+    Computed for all candidates at once from running sums, group by group rather than bin by
+    bin (tests/test_observers.py checks it against a plain loop over the bins). With counts
+    p_j, q_j and their totals Zp, Zq:
+
+        KL = sum_j (p_j / Zp) log((p_j / Zp) / (q_j / Zq))
+           = (1 / Zp) sum_j p_j log(p_j / q_j) + log(Zq / Zp)
+
+    An empty bin has p_j = q_j = eps and adds nothing to the sum. A non-empty bin of group g
+    has q_j = S_g / N_g (the group's count over its non-empty bins), so the group adds
+    sum(h log h) - S_g log(S_g / N_g). The last kept bin, which also holds the outliers,
+    is then corrected by hand.
     """
-    hist = hist.double().clone()
-    bins = len(hist)
+    h = hist.double().clone()
+    bins = len(h)
     if bins > 1:
-        hist[0] = hist[1]
-    cumsum = torch.cumsum(hist, 0)
-    all_kept = torch.arange(min(levels, bins), bins + 1)
-    out = []
-    for kept in all_kept.split(chunk):
-        width = int(kept.max())
-        j = torch.arange(width)
-        inside = j[None, :] < kept[:, None]
-        h = hist[None, :width] * inside
-        p = h.clone()
-        p[torch.arange(len(kept)), kept - 1] += cumsum[-1] - cumsum[kept - 1]  # the outliers
-        group = torch.where(inside, j[None, :] * levels // kept[:, None], levels)
-        nonzero = (h > 0).double()
-        group_count = torch.zeros(len(kept), levels + 1, dtype=torch.float64)
-        group_count.scatter_add_(1, group, h)
-        group_bins = torch.zeros_like(group_count).scatter_add_(1, group, nonzero)
-        q = nonzero * group_count.gather(1, group) / group_bins.gather(1, group).clamp(min=1)
-        p, q = _smooth(p, inside, eps), _smooth(q, inside, eps)
-        p = p / p.sum(1, keepdim=True)
-        q = q / q.sum(1, keepdim=True)
-        terms = torch.where(inside, p * (torch.log(p) - torch.log(q)), torch.zeros_like(p))
-        out.append(terms.sum(1))
-    return all_kept, torch.cat(out)
+        h[0] = h[1]
+    nonzero = (h > 0).double()
+
+    def running(v):  # running[k] = sum of v[:k]
+        return torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(v, 0)])
+
+    count, filled = running(h), running(nonzero)
+    hlogh = running(torch.where(h > 0, h * torch.log(h.clamp(min=1e-300)), 0.0))
+    total = count[-1]
+
+    kept = torch.arange(min(levels, bins), bins + 1)  # candidates, one per row
+    g = torch.arange(levels + 1)
+    edges = -(-(g[None, :] * kept[:, None]) // levels)  # group g holds bins edges[g] .. edges[g+1]-1
+    group_count = count[edges[:, 1:]] - count[edges[:, :-1]]  # S_g
+    group_filled = filled[edges[:, 1:]] - filled[edges[:, :-1]]  # N_g
+    used = group_filled > 0
+    group_q = torch.where(used, group_count / group_filled.clamp(min=1), 1.0)  # q of its bins
+    terms = hlogh[kept] - torch.where(used, group_count * torch.log(group_q), 0.0).sum(1)
+
+    # the last kept bin: remove its ordinary term, add it back with the outliers folded in
+    last = h[kept - 1]
+    q_last = torch.where(last > 0, group_q[:, -1], torch.full_like(last, eps))
+    p_last = last + (total - count[kept])
+    terms -= torch.where(last > 0, last * torch.log(last.clamp(min=1e-300) / q_last), 0.0)
+    p_last_smoothed = torch.where(p_last > 0, p_last, torch.full_like(p_last, eps))
+    terms += p_last_smoothed * torch.log(p_last_smoothed / q_last)
+
+    empty = kept - filled[kept]  # empty bins among the kept ones
+    zq = count[kept] + eps * empty
+    zp = total + eps * (empty - ((last == 0) & (p_last > 0)).double())
+    return kept, terms / zp + torch.log(zq / zp)

@@ -122,3 +122,13 @@ def recorded_metrics(name: str | None = None, directory: str | os.PathLike | Non
     """The metrics `make checkpoints` wrote to METRICS.json: all of them, or one model's."""
     table = json.loads((Path(directory or default_dir()) / "METRICS.json").read_text())
     return table if name is None else table[name]
+
+
+def verify_all(directory: str | os.PathLike | None = None) -> list[str]:
+    """Check every file in the manifest; one 'name: ok (size)' line each. Raises on the first bad one."""
+    directory = Path(directory or default_dir())
+    lines = []
+    for name, digest in sorted(read_manifest(directory).items()):
+        path = verify_sha256(directory / name, digest)
+        lines.append(f"{name}: sha256 ok ({path.stat().st_size / 1e6:.2f} MB)")
+    return lines

@@ -51,6 +51,9 @@ def doctor() -> int:
         if verify is not None:
             for line in verify():
                 print(f"checkpoint    {line}")
+        from .models import verify_minilm
+
+        print(f"MiniLM        sha256 ok ({verify_minilm()})")
     except Exception as e:  # a broken checkpoint is worth reporting, not crashing on
         print(f"checkpoints   PROBLEM: {e}")
         ok = False

@@ -306,7 +306,7 @@ class HistogramObserver(_HistogramBase):
             if the bins did not move: continue
             error = _l2_error(candidate range)
             if error went up: stop          (greedy: the first rise ends the search)
-            keep the candidate
+            keep the candidate              (the first move is always kept: nothing to compare)
 
         min = min_val + start * bin_width,  max = min_val + (end + 1) * bin_width
 

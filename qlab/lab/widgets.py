@@ -176,10 +176,11 @@ class OutlierPanel(Panel):
                  outliers: int = 0, size: float = 10.0):
         self.x, self.observers, self.name = x.detach().float().flatten(), observers, name
         self.outliers = widgets.IntSlider(value=outliers, min=0, max=20, description="outliers",
-                                          continuous_update=False)
+                                          continuous_update=False,
+                                          layout=widgets.Layout(width="250px"))
         self.size = widgets.FloatSlider(value=size, min=1.0, max=50.0, step=1.0,
                                         description="size (× max|x|)", continuous_update=False,
-                                        style=_WIDE)
+                                        style=_WIDE, layout=widgets.Layout(width="320px"))
         self.readout = widgets.HTML()
         controls = {"outliers": self.outliers, "size": self.size}
         self.output = widgets.interactive_output(self._draw, controls)

@@ -1,0 +1,76 @@
+"""Lesson 02's helpers: plots, the outlier panel, score_observers and check_moving_average."""
+
+import functools
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+import qlab  # noqa: E402
+from qlab import observers as O  # noqa: E402
+from qlab.lab import plots  # noqa: E402
+from qlab.lab.exercises import check_moving_average  # noqa: E402
+from qlab.lab.widgets import OutlierPanel, inject_outliers, outlier_panel, score_observers  # noqa: E402
+
+OBSERVERS = {
+    "MinMax": O.MinMaxObserver,
+    "Percentile": O.PercentileObserver,
+    "MSE": functools.partial(O.MSEObserver, bins=256),
+}
+
+
+@pytest.fixture
+def relu_acts():
+    torch.manual_seed(0)
+    return torch.relu(torch.randn(20_000))
+
+
+def test_plot_observer_ranges(relu_acts):
+    fig = plots.plot_observer_ranges(relu_acts, {"MinMax": (0.0, 4.0), "MSE": (0.0, 3.0)},
+                                     {"MinMax": "SQNR 40.0 dB"}, title="t")  # fmt: skip
+    assert isinstance(fig, Figure) and len(fig.axes) == 2
+    labels = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+    assert labels == ["MinMax  (SQNR 40.0 dB)", "MSE"]
+
+
+def test_plot_calibration_curves():
+    fig = plots.plot_calibration_curves([1, 4, 16], {"MinMax": [30, 35, 36], "MSE": [31, 36, 37]}, "dB")
+    assert isinstance(fig, Figure) and len(fig.axes[0].lines) == 2
+
+
+def test_score_observers_measures_the_reference(relu_acts):
+    assert (inject_outliers(relu_acts, 3, 10.0) != relu_acts).sum() == 3
+    seen = inject_outliers(relu_acts, 1, 10.0)  # fewer than the 0.01 % = 2 values percentile clips
+    assert seen.numel() == relu_acts.numel() and (seen != relu_acts).sum() == 1
+    assert seen.max() == 10.0 * relu_acts.max()
+    scores = score_observers(seen, OBSERVERS, reference=relu_acts)
+    mm = O.MinMaxObserver()
+    mm(seen)
+    x_hat = qlab.fake_quantize(relu_acts, mm.qparams())
+    assert scores["MinMax"]["sqnr"] == qlab.metrics.sqnr(relu_acts, x_hat)
+    assert scores["MinMax"]["range"][1] == pytest.approx(seen.max().item(), rel=1e-6)
+    assert scores["Percentile"]["sqnr"] > scores["MinMax"]["sqnr"] + 10  # percentile holds
+
+
+def test_outlier_panel_draws_once_and_follows_sliders(relu_acts):
+    panel = outlier_panel(relu_acts, OBSERVERS, name="acts", outliers=0)
+    assert isinstance(panel, OutlierPanel)
+    fig = panel.figure()
+    assert panel.figure() is fig  # the default state is computed once
+    assert all(name in panel.readout.value for name in OBSERVERS)
+    before = panel.readout.value
+    panel.outliers.value = 5
+    assert panel.readout.value != before and panel.figure() is not fig
+    assert "image/png" in panel._repr_mimebundle_()
+
+
+def test_check_moving_average(capsys):
+    assert check_moving_average(lambda r, b, c: r + c * (b - r))
+    assert not check_moving_average(lambda r, b, c: c * r + (1 - c) * b)
+    assert not check_moving_average(lambda r, b, c: 1 / 0)
+    out = capsys.readouterr().out
+    assert "✅" in out and "Hint" in out and "ZeroDivisionError" in out

@@ -9,6 +9,15 @@ One interface for all of them:
 
 State lives in buffers, so an observer travels in a model's state_dict.
 axis=None is per-tensor; axis=k keeps one range per index along dimension k.
+
+They differ only in how they choose the range:
+
+    MinMaxObserver               [min, max] of everything seen                      (axis ok)
+    MovingAverageMinMaxObserver  moving average of each batch's min and max         (axis ok)
+    HistogramObserver            torch.ao's greedy L2-error search on a histogram   (per-tensor)
+    PercentileObserver           the (100-p)th and p-th percentiles                 (axis ok)
+    MSEObserver                  the shrunken range with the least quantization MSE (axis ok)
+    EntropyObserver              TensorRT's minimum-KL threshold                    (per-tensor)
 """
 
 from __future__ import annotations
@@ -475,9 +484,6 @@ class EntropyObserver(_HistogramBase):
     """
 
     per_channel_ok = False
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
 
     def _values(self, x):
         return x.abs()

@@ -202,28 +202,25 @@ def _prepare_children(parent: nn.Module, qconfig: QConfig, qat: bool, prefix: st
 def prepare(model: nn.Module, qconfig: QConfig = default_qconfig, inplace: bool = False) -> nn.Module:
     """Attach observers: the output of every QuantStub, layer and FloatFunctional gets
     `qconfig.activation()` (as module.activation_post_process). Calibrate, then convert."""
-    if not isinstance(qconfig, QConfig):
-        raise TypeError(f"qconfig must be a qlab.QConfig, got {type(qconfig).__name__}")
-    if not inplace:
-        model = copy.deepcopy(model)
-    _prepare_children(model, qconfig, qat=False, prefix="")
-    model._qlab_example = None
-    model._qlab_example_hook = model.register_forward_pre_hook(_record_example)
-    return model
+    return _prepare(model, qconfig, inplace, qat=False)
 
 
 def prepare_qat(model: nn.Module, qconfig: QConfig = default_qat_qconfig,
                 inplace: bool = False) -> nn.Module:
     """Swap layers for QAT twins that fake-quantize weights and outputs; the model trains as
     usual (STE gradients), then convert() makes it int8. Put the model in train mode."""
+    return _prepare(model, qconfig, inplace, qat=True).train()
+
+
+def _prepare(model: nn.Module, qconfig: QConfig, inplace: bool, qat: bool) -> nn.Module:
     if not isinstance(qconfig, QConfig):
         raise TypeError(f"qconfig must be a qlab.QConfig, got {type(qconfig).__name__}")
     if not inplace:
         model = copy.deepcopy(model)
-    _prepare_children(model, qconfig, qat=True, prefix="")
-    model._qlab_example = None
+    _prepare_children(model, qconfig, qat=qat, prefix="")
+    model._qlab_example = None  # the first calibration input, replayed by convert()
     model._qlab_example_hook = model.register_forward_pre_hook(_record_example)
-    return model.train()
+    return model
 
 
 # ---------------------------------------------------------------------------------------

@@ -17,12 +17,20 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def _default_factories(qconfig):
+def _attach_fake_quant(layer: nn.Module, qconfig, relu: bool) -> None:
+    """Give a QAT layer its weight and output fake quantizers (default: torch.ao's x86 QAT)."""
     if qconfig is None:
         from ..convert import default_qat_qconfig
 
         qconfig = default_qat_qconfig
-    return qconfig.activation, qconfig.weight
+    layer.relu = relu
+    layer.weight_fake_quant = qconfig.weight()
+    layer.activation_post_process = qconfig.activation()
+
+
+def _output(layer: nn.Module, y: torch.Tensor) -> torch.Tensor:
+    """The (fused-ReLU) output, fake-quantized."""
+    return layer.activation_post_process(F.relu(y) if layer.relu else y)
 
 
 class QATLinear(nn.Linear):
@@ -30,10 +38,7 @@ class QATLinear(nn.Linear):
 
     def __init__(self, in_features, out_features, bias=True, relu=False, qconfig=None):
         super().__init__(in_features, out_features, bias)
-        act, wt = _default_factories(qconfig)
-        self.relu = relu
-        self.weight_fake_quant = wt()
-        self.activation_post_process = act()
+        _attach_fake_quant(self, qconfig, relu)
 
     @classmethod
     def from_float(cls, linear: nn.Linear, qconfig=None, relu: bool = False) -> QATLinear:
@@ -43,7 +48,7 @@ class QATLinear(nn.Linear):
 
     def forward(self, x):
         y = F.linear(x, self.weight_fake_quant(self.weight), self.bias)
-        return self.activation_post_process(F.relu(y) if self.relu else y)
+        return _output(self, y)
 
 
 class QATConv2d(nn.Conv2d):
@@ -53,10 +58,7 @@ class QATConv2d(nn.Conv2d):
                  groups=1, bias=True, padding_mode="zeros", relu=False, qconfig=None):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
                          groups, bias, padding_mode)
-        act, wt = _default_factories(qconfig)
-        self.relu = relu
-        self.weight_fake_quant = wt()
-        self.activation_post_process = act()
+        _attach_fake_quant(self, qconfig, relu)
 
     @classmethod
     def from_float(cls, conv: nn.Conv2d, qconfig=None, relu: bool = False) -> QATConv2d:
@@ -67,7 +69,7 @@ class QATConv2d(nn.Conv2d):
 
     def forward(self, x):
         y = self._conv_forward(x, self.weight_fake_quant(self.weight), self.bias)
-        return self.activation_post_process(F.relu(y) if self.relu else y)
+        return _output(self, y)
 
 
 class QATConvBn2d(nn.Conv2d):
@@ -79,12 +81,9 @@ class QATConvBn2d(nn.Conv2d):
                  relu=False, freeze_bn=False, qconfig=None):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
                          groups, bias, padding_mode)
-        act, wt = _default_factories(qconfig)
-        self.relu = relu
         self.bn = nn.BatchNorm2d(out_channels, eps, momentum)
         self.freeze_bn_stats = freeze_bn
-        self.weight_fake_quant = wt()
-        self.activation_post_process = act()
+        _attach_fake_quant(self, qconfig, relu)
 
     @classmethod
     def from_float(cls, conv: nn.Conv2d, bn: nn.BatchNorm2d, qconfig=None,
@@ -128,4 +127,4 @@ class QATConvBn2d(nn.Conv2d):
         if self.bias is not None:
             z = z + self.bias.reshape(1, -1, 1, 1)
         y = self.bn(z)
-        return self.activation_post_process(F.relu(y) if self.relu else y)
+        return _output(self, y)

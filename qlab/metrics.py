@@ -3,6 +3,9 @@
     mse    = mean((x - y)^2)
     sqnr   = 10 * log10(sum(x^2) / sum((x - y)^2))    in dB; about 6.02 dB per bit
     cosine = <x, y> / (|x| |y|)
+
+x and y may be tensors, numpy arrays or lists of numbers, of the same (non-empty) shape;
+the sums are taken in float64.
 """
 
 from __future__ import annotations
@@ -13,10 +16,29 @@ import math
 import torch
 
 
-def _pair(x: torch.Tensor, y: torch.Tensor):
+def _as_values(v, name: str) -> torch.Tensor:
+    """A tensor, numpy array or (nested) list of numbers, as a float64 tensor."""
+    try:
+        t = torch.as_tensor(v.detach() if isinstance(v, torch.Tensor) else v)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise TypeError(
+            f"{name} must be a tensor, numpy array or list of numbers, got {type(v).__name__} ({e})"
+        ) from e
+    if t.is_complex():
+        raise TypeError(f"{name} must hold real numbers, got dtype {t.dtype}")
+    return t.double()
+
+
+def _pair(x, y):
+    """x and y as flat float64 tensors: same shape, not empty."""
+    x, y = _as_values(x, "x"), _as_values(y, "y")
     if x.shape != y.shape:
-        raise ValueError(f"shapes differ: {tuple(x.shape)} and {tuple(y.shape)}")
-    return x.detach().double().flatten(), y.detach().double().flatten()
+        raise ValueError(f"x and y must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+    if x.numel() == 0:
+        raise ValueError("x and y are empty; an error needs at least one value to compare")
+    if not (torch.isfinite(x).all() and torch.isfinite(y).all()):
+        raise ValueError("x and y must be finite; they contain NaN or Inf")
+    return x.flatten(), y.flatten()
 
 
 def mse(x: torch.Tensor, y: torch.Tensor) -> float:

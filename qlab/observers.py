@@ -3,12 +3,15 @@
 One interface for all of them:
 
     obs = MinMaxObserver(qdtype=qlab.uint8, symmetric=False, axis=None)
-    obs(x)               # records x, returns x unchanged
-    obs.qparams()        # QParams from the range chosen so far
-    obs.reset()          # forget everything
+    obs(x)                   # records x, returns x unchanged
+    obs.calibrated_range()   # the (min, max) it chose from what it saw
+    obs.qparams()            # QParams from that range
+    obs.reset()              # forget everything
 
-State lives in buffers, so an observer travels in a model's state_dict.
+State lives in buffers, so an observer travels in a model's state_dict; the settings the
+state depends on (class, axis, bins) travel with it and are checked when it is loaded.
 axis=None is per-tensor; axis=k keeps one range per index along dimension k.
+Everything is computed in float32, so calibration data must fit float32.
 
 They differ only in how they choose the range:
 
@@ -23,13 +26,14 @@ They differ only in how they choose the range:
 from __future__ import annotations
 
 import bisect
+import math
 
 import numpy as np
 import torch
 from torch import nn
 
 from .ops import fake_quantize
-from .qparams import EPS, QParams, grid, qparams_from_range
+from .qparams import EPS, FLOAT32_MAX, QParams, check_eps, grid, qparams_from_range
 from .qtypes import QDType, uint8
 
 
@@ -37,7 +41,7 @@ class Observer(nn.Module):
     """Base class: records the running min and max; subclasses choose the range.
 
     Subclasses override `_update(x_min, x_max, x)` (what to remember of a batch) and/or
-    `_range()` (the (min, max) to quantize with).
+    `_range()` (the (min, max) to quantize with, read by `calibrated_range()`).
     """
 
     def __init__(
@@ -54,7 +58,7 @@ class Observer(nn.Module):
         if axis is not None and (isinstance(axis, bool) or not isinstance(axis, int)):
             raise TypeError(f"axis must be None (per-tensor) or an int, got {axis!r}")
         self.qdtype, self.symmetric, self.axis = qdtype, symmetric, axis
-        self.reduce_range, self.eps = reduce_range, eps
+        self.reduce_range, self.eps = reduce_range, check_eps(eps)
         self.register_buffer("min_val", torch.tensor(float("inf")))
         self.register_buffer("max_val", torch.tensor(float("-inf")))
 
@@ -71,9 +75,16 @@ class Observer(nn.Module):
             raise TypeError(f"{type(self).__name__} observes float tensors, got {got}")
         if x.numel() == 0:
             raise ValueError(f"{type(self).__name__} got an empty tensor; it needs values to observe")
-        if not torch.isfinite(x).all():
-            raise ValueError(f"{type(self).__name__} got NaN or Inf; calibration data must be finite")
-        x = x.detach().to(torch.float32)
+        x32 = x.detach().to(torch.float32)
+        if not torch.isfinite(x32).all():
+            if not torch.isfinite(x).all():
+                raise ValueError(f"{type(self).__name__} got NaN or Inf; calibration data must be finite")
+            raise ValueError(
+                f"{type(self).__name__} got {x.dtype} values up to |x| = {x.abs().max().item():.4g}, "
+                f"beyond float32 (|x| <= {FLOAT32_MAX:.4g}); observers compute in float32, so "
+                "calibration data must fit it"
+            )
+        x = x32
         if self.axis is None:
             return torch.aminmax(x)
         if not -x.dim() <= self.axis < x.dim():
@@ -100,16 +111,25 @@ class Observer(nn.Module):
     def has_data(self) -> bool:
         return bool(torch.isfinite(self.min_val).all()) and self.min_val.numel() > 0
 
+    def _check_has_data(self) -> None:
+        if not self.has_data():
+            raise ValueError(
+                f"{type(self).__name__} has seen no data yet; call it on calibration "
+                "batches before asking for qparams() or calibrated_range()"
+            )
+
+    def calibrated_range(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(min, max) this observer chose from everything it saw: the range qparams() maps onto
+        the grid. 0-d tensors per-tensor, 1-d (one per channel) with axis."""
+        self._check_has_data()
+        return self._range()
+
     def _range(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.min_val, self.max_val
 
     def qparams(self) -> QParams:
-        if not self.has_data():
-            raise ValueError(
-                f"{type(self).__name__} has seen no data yet; call it on calibration "
-                "batches before asking for qparams()"
-            )
-        lo, hi = self._range()
+        """QParams of calibrated_range() (qlab.qparams_from_range with this observer's settings)."""
+        lo, hi = self.calibrated_range()
         return qparams_from_range(
             lo, hi, self.qdtype, self.symmetric, self.reduce_range,
             axis=self.axis, eps=self.eps,
@@ -119,17 +139,58 @@ class Observer(nn.Module):
         self.min_val = torch.tensor(float("inf"))
         self.max_val = torch.tensor(float("-inf"))
 
+    # -- state_dict: the recorded state, and the settings it only makes sense with -----------
+    def _layout(self) -> dict:
+        """The settings the recorded state depends on; saved with it as extra state."""
+        return {"observer": type(self).__name__, "axis": self.axis}
+
+    def _state_shapes(self, channels: tuple) -> dict:
+        """Buffer shapes for `channels` = () (per-tensor, or nothing seen yet) or (C,)."""
+        return {"min_val": channels, "max_val": channels}
+
+    def get_extra_state(self) -> dict:
+        return self._layout()
+
+    def set_extra_state(self, state) -> None:
+        """Nothing to restore: the settings come from the constructor, and _load_from_state_dict
+        has already checked that the saved ones are the same."""
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # Buffers change shape once data arrives (per-channel); adopt the saved shape.
-        for name in self._buffers:
-            if prefix + name in state_dict:
-                setattr(self, name, torch.empty_like(state_dict[prefix + name]))
+        """Check the saved state fits this observer (same class, axis and bins; buffer shapes
+        that go with them), then load it. Buffers take the saved shapes: a per-channel
+        observer's grow from 0-d to one value per channel when data arrives."""
+        here = self._layout()
+        saved = state_dict.get(prefix + "_extra_state", here)
+        if saved != here:
+            raise ValueError(
+                f"cannot load the state of {_describe(saved)} into {_describe(here)}: an "
+                "observer's recorded state only loads into an observer with the same class, axis and bins"
+            )
+        buffers = {n: state_dict[prefix + n] for n in self._buffers if prefix + n in state_dict}
+        self._check_state_shapes({n: tuple(t.shape) for n, t in buffers.items()})
+        for name, t in buffers.items():
+            setattr(self, name, torch.empty_like(t))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def extra_repr(self) -> str:
-        kind = "symmetric" if self.symmetric else "affine"
-        where = "per-tensor" if self.axis is None else f"axis={self.axis}"
-        return f"{self.qdtype!r}, {kind}, {where}, reduce_range={self.reduce_range}"
+    def _check_state_shapes(self, shapes: dict) -> None:
+        """A clear error at load time, instead of a reshape error at qparams() later."""
+        channels = shapes.get("min_val", ())
+        channels_ok = channels == () or (self.axis is not None and len(channels) == 1)
+        expected = self._state_shapes(channels if channels_ok else ())
+        if not channels_ok or any(shapes[n] != expected[n] for n in shapes if n in expected):
+            kind = "0-d" if self.axis is None else "1-d, one value per channel (0-d before any data)"
+            raise ValueError(
+                f"cannot load buffers of shapes {shapes} into {_describe(self._layout())}: its "
+                f"min_val and max_val are {kind}, and its buffers must have the shapes {expected}"
+            )
+
+
+def _describe(layout) -> str:
+    """HistogramObserver(axis=None, bins=2048) from a saved layout dict."""
+    if not isinstance(layout, dict):
+        return f"an observer whose saved settings are {layout!r}"
+    args = ", ".join(f"{k}={v!r}" for k, v in layout.items() if k != "observer")
+    return f"{layout.get('observer', 'an observer')}({args})"
 
 
 class MinMaxObserver(Observer):
@@ -153,12 +214,21 @@ class MovingAverageMinMaxObserver(Observer):
             return super()._update(x_min, x_max, x)
         self._check_channels(x_min)
         c = self.averaging_constant
-        self.min_val = self.min_val + c * (x_min - self.min_val)
-        self.max_val = self.max_val + c * (x_max - self.max_val)
+        self.min_val = _moving_average(self.min_val, x_min, c)
+        self.max_val = _moving_average(self.max_val, x_max, c)
 
     def _range(self):
         # Averaged separately, min can pass max by a rounding error when a batch is constant.
         return torch.minimum(self.min_val, self.max_val), self.max_val
+
+
+def _moving_average(old: torch.Tensor, new: torch.Tensor, c: float) -> torch.Tensor:
+    """old + c * (new - old) in float32, as torch.ao. Where new - old overflows float32
+    (old = -3e38, new = 3e38) it is computed in float64 instead: the result lies between old
+    and new, so it fits float32."""
+    out = old + c * (new - old)
+    wide = (old.double() + c * (new.double() - old.double())).to(torch.float32)
+    return torch.where(torch.isfinite(out), out, wide)
 
 
 # =====================================================================================
@@ -184,12 +254,25 @@ def _rebin(hist, old_min, old_max, new_min, new_max, upsample_rate):
     return torch.bincount(new_bin, weights=pieces, minlength=bins)
 
 
+def _unit(lo: torch.Tensor, hi: torch.Tensor) -> float:
+    """The power of two a histogram's values are divided by so that |value| < 2**32: 1.0 for
+    everyday data.
+
+    Near float32's limit (|x| up to 3.4e38), (x - min) * bins inside torch.histc, squared
+    errors and cubed widths overflow float32. Divided by a power of two they do not, and the
+    division is exact, so the same bins and the same candidates are chosen.
+    """
+    amax = max(abs(lo.item()), abs(hi.item()))
+    return 2.0 ** max(0, math.frexp(amax)[1] - 32)
+
+
 class _HistogramBase(Observer):
     """Keeps a `bins`-bin histogram (one per channel with axis) over [min, max] seen so far.
 
     First batch: histogram over its own [min, max]. Later batches: the range grows to the
     union; the new batch is binned over it and the old histogram is re-binned onto it
-    (`_rebin`). Subclasses choose the range from the histogram in `_range()`.
+    (`_rebin`). Subclasses choose the range from the histogram in `_range()`, one channel
+    at a time (`_per_row`). Both work on values divided by `_unit` (exact; 1 for everyday data).
     """
 
     per_channel_ok = True
@@ -230,17 +313,18 @@ class _HistogramBase(Observer):
         rows = self._rows(self._values(x.to(torch.float32)))
         hist = torch.empty(rows.shape[0], self.bins)
         for c, row in enumerate(rows):
-            lo, hi = new_min[c], new_max[c]
-            batch = torch.histc(row, self.bins, min=lo.item(), max=hi.item())
+            u = _unit(new_min[c], new_max[c])
+            lo, hi = new_min[c] / u, new_max[c] / u
+            batch = torch.histc(row / u, self.bins, min=lo.item(), max=hi.item())
             if first:
                 hist[c] = batch
-            elif old_min[c] == lo and old_max[c] == hi:
+            elif old_min[c] == new_min[c] and old_max[c] == new_max[c]:
                 hist[c] = old_hist[c] + batch
             elif old_min[c] == old_max[c]:  # everything so far was one value
-                one = torch.histc(old_min[c], self.bins, min=lo.item(), max=hi.item())
+                one = torch.histc(old_min[c] / u, self.bins, min=lo.item(), max=hi.item())
                 hist[c] = one * old_hist[c].sum() + batch
             else:
-                moved = _rebin(old_hist[c], old_min[c], old_max[c], lo, hi, self.upsample_rate)
+                moved = _rebin(old_hist[c], old_min[c] / u, old_max[c] / u, lo, hi, self.upsample_rate)
                 hist[c] = (batch + moved).to(torch.float32)
         self.histogram = hist[0] if self.axis is None else hist
 
@@ -251,13 +335,24 @@ class _HistogramBase(Observer):
     def extra_repr(self) -> str:
         return super().extra_repr() + f", bins={self.bins}"
 
+    def _layout(self) -> dict:
+        return {**super()._layout(), "bins": self.bins}
+
+    def _state_shapes(self, channels: tuple) -> dict:
+        return {**super()._state_shapes(channels), "histogram": (*channels, self.bins)}
+
     def _per_row(self, choose) -> tuple[torch.Tensor, torch.Tensor]:
-        """Apply choose(hist_row, lo, hi) -> (min, max) to every channel; stack the results."""
+        """Apply choose(hist_row, lo, hi) -> (min, max) to every channel, on values divided by
+        `_unit`; stack the results, multiplied back."""
         lo, hi = [b.reshape(-1) for b in self._bounds()]
         hist = self.histogram.reshape(-1, self.bins)
-        picks = [choose(hist[c], lo[c], hi[c]) for c in range(hist.shape[0])]
-        new_min = torch.stack([torch.as_tensor(p[0], dtype=torch.float32) for p in picks])
-        new_max = torch.stack([torch.as_tensor(p[1], dtype=torch.float32) for p in picks])
+        new_min, new_max = [], []
+        for c in range(hist.shape[0]):
+            u = _unit(lo[c], hi[c])
+            a, b = choose(hist[c], lo[c] / u, hi[c] / u)
+            new_min.append(torch.as_tensor(a, dtype=torch.float32) * u)
+            new_max.append(torch.as_tensor(b, dtype=torch.float32) * u)
+        new_min, new_max = torch.stack(new_min), torch.stack(new_max)
         if self.axis is None:
             return new_min[0], new_max[0]
         return new_min, new_max
@@ -328,11 +423,14 @@ class HistogramObserver(_HistogramBase):
     step = 1e-5
 
     def _range(self):
-        start, end = self._search(self.histogram)
-        bin_width = (self.max_val - self.min_val) / self.bins
-        return self.min_val + bin_width * start, self.min_val + bin_width * (end + 1)
+        return self._per_row(self._choose)
 
-    def _search(self, hist) -> tuple[int, int]:
+    def _choose(self, hist, lo, hi):
+        start, end = self._search(hist, lo, hi)
+        bin_width = (hi - lo) / self.bins
+        return lo + bin_width * start, lo + bin_width * (end + 1)
+
+    def _search(self, hist, lo, hi) -> tuple[int, int]:
         dst_nbins = 2**self.qdtype.bits
         total = hist.sum().item()
         cumsum = torch.cumsum(hist, dim=0).tolist()  # float32 values, exact as Python floats
@@ -353,7 +451,7 @@ class HistogramObserver(_HistogramBase):
                 new_end, beta = r, next_beta
             if (new_start, new_end) == (start, end):
                 continue
-            error = _l2_error(hist, self.min_val, self.max_val, new_start, new_end, dst_nbins)
+            error = _l2_error(hist, lo, hi, new_start, new_end, dst_nbins)
             if error > best:
                 break
             best, start, end = error, new_start, new_end
@@ -427,11 +525,13 @@ class MSEObserver(_HistogramBase):
         return torch.arange(1, n + 1, dtype=torch.float32) / n
 
     def search_curve(self, channel: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-        """(shrink factors a, mse of each) for one channel (or the tensor): what was searched."""
-        if not self.has_data():
-            self.qparams()  # raises the clear "no data yet" error
+        """(shrink factors a, mse of each) for one channel (or the tensor): what was searched.
+        (The mse is inf where it overflows float32, for |x| beyond about 1e19.)"""
+        self._check_has_data()
         lo, hi = [b.reshape(-1)[channel] for b in self._bounds()]
-        return self.candidates(), self._errors(self.histogram.reshape(-1, self.bins)[channel], lo, hi)
+        u = _unit(lo, hi)
+        errors = self._errors(self.histogram.reshape(-1, self.bins)[channel], lo / u, hi / u)
+        return self.candidates(), errors * u**2
 
     def _errors(self, hist, lo, hi) -> torch.Tensor:
         a = self.candidates()
@@ -481,6 +581,9 @@ class EntropyObserver(_HistogramBase):
     The i with the smallest KL wins (the widest among ties). Bin 0 is set to bin 1's
     count first, as NVIDIA's pytorch-quantization does: the spike of exact zeros (after
     ReLU) is representable in any range and would otherwise dominate P. Per-tensor only.
+
+    `kl_divergence_loop` computes one candidate's KL with plain loops: read it first. The
+    observer uses `_kl_divergences`, which gets all candidates at once from running sums.
     """
 
     per_channel_ok = False
@@ -501,8 +604,7 @@ class EntropyObserver(_HistogramBase):
 
     def search_curve(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(thresholds T searched, KL divergence of each)."""
-        if not self.has_data():
-            self.qparams()
+        self._check_has_data()
         kept, kl = _kl_divergences(self.histogram, self.levels())
         return kept * (self._bounds()[1] / self.bins), kl
 
@@ -513,11 +615,30 @@ class EntropyObserver(_HistogramBase):
         return torch.maximum(self.min_val, -t), torch.minimum(self.max_val, t)
 
 
+def kl_divergence_loop(hist, kept: int, levels: int, eps: float = 1e-4) -> float:
+    """KL(P || Q) when the first `kept` bins of `hist` are kept (see EntropyObserver), with
+    plain loops: the readable twin of `_kl_divergences` (a test checks that they agree)."""
+    h = [float(v) for v in hist]
+    h[0] = h[1]  # the spike of exact zeros is representable anyway
+    p = h[:kept]
+    p[-1] += sum(h[kept:])  # the clipped outliers land in the last kept bin
+    q = [0.0] * kept
+    for g in range(levels):  # bin j is in group j * levels // kept
+        members = [j for j in range(kept) if j * levels // kept == g]
+        nonzero = [j for j in members if h[j] > 0]
+        for j in nonzero:  # the group's count, spread over its non-empty bins
+            q[j] = sum(h[m] for m in members) / len(nonzero)
+    p = [v if v > 0 else eps for v in p]  # smoothing: empty bins count eps
+    q = [v if v > 0 else eps for v in q]
+    sp, sq = sum(p), sum(q)
+    return sum(pj / sp * math.log((pj / sp) / (qj / sq)) for pj, qj in zip(p, q, strict=True))
+
+
 def _kl_divergences(hist, levels: int, eps: float = 1e-4) -> tuple[torch.Tensor, torch.Tensor]:
     """KL(P_i || Q_i) for every number of kept bins i = levels .. bins (see EntropyObserver).
 
     Computed for all candidates at once from running sums, group by group rather than bin by
-    bin (tests/test_observers.py checks it against a plain loop over the bins). With counts
+    bin (the fast path of `kl_divergence_loop`; tests/test_observers.py checks they agree). With counts
     p_j, q_j and their totals Zp, Zq:
 
         KL = sum_j (p_j / Zp) log((p_j / Zp) / (q_j / Zq))

@@ -1,11 +1,11 @@
 """quantize, dequantize and fake_quantize: the three operations of quantization.
 
-    quantize:      q     = clamp(round(x / scale) + zero_point, qmin, qmax)
+    quantize:      q     = clamp(round(x * (1 / scale)) + zero_point, qmin, qmax)
     dequantize:    x_hat = (q - zero_point) * scale
     fake_quantize: y     = dequantize(quantize(x))       (float in, float out)
 
-round is half-to-even, and x / scale is computed as x * (1 / scale) in float32, as
-PyTorch's CPU kernels do; that is what makes the results bit-exact with torch.
+round is half-to-even, and x is multiplied by 1 / scale (not divided by scale) in float32,
+as PyTorch's CPU kernels do; that is what makes the results bit-exact with torch.
 
 fake_quantize's backward is the straight-through estimator (STE): round has zero
 gradient almost everywhere, so we pretend it is the identity. The gradient passes
@@ -27,15 +27,21 @@ def _check_input(x, qp: QParams, axis: int | None) -> int | None:
             f"x must be a float tensor (float32, float16, bfloat16 or float64), got {x.dtype}; "
             "to turn integers back into floats use qlab.dequantize"
         )
-    if not isinstance(qp, QParams):
-        raise TypeError(f"qp must be QParams (from qlab.qparams_from_range), got {type(qp).__name__}")
+    _check_qparams(qp)
     if not torch.isfinite(x).all():
         raise ValueError("x contains NaN or Inf; only finite values can be quantized")
     return _resolve_axis(x, qp, axis)
 
 
+def _check_qparams(qp) -> None:
+    if not isinstance(qp, QParams):
+        raise TypeError(f"qp must be QParams (from qlab.qparams_from_range), got {type(qp).__name__}")
+
+
 def _resolve_axis(t: torch.Tensor, qp: QParams, axis: int | None) -> int | None:
     """The channel axis for per-channel qparams (None for per-tensor), checked against t."""
+    if axis is not None and (isinstance(axis, bool) or not isinstance(axis, int)):
+        raise TypeError(f"axis must be None or an int (a dimension of the tensor), got {axis!r}")
     if not qp.per_channel:
         if axis is not None:
             raise ValueError(f"axis={axis} was given but qp is per-tensor (one scale)")
@@ -82,14 +88,28 @@ def quantize(x: torch.Tensor, qp: QParams, axis: int | None = None) -> torch.Ten
 
 
 def dequantize(q: torch.Tensor, qp: QParams, axis: int | None = None) -> torch.Tensor:
-    """x_hat = (q - zero_point) * scale, in float32."""
+    """x_hat = (q - zero_point) * scale, in float32. q must hold codes of qp's grid."""
     if not isinstance(q, torch.Tensor):
         raise TypeError(f"q must be a torch.Tensor, got {type(q).__name__}")
-    if q.is_floating_point() or q.is_complex():
+    if q.is_floating_point() or q.is_complex() or q.dtype == torch.bool:
         raise TypeError(f"q must be an integer tensor (from qlab.quantize), got {q.dtype}")
+    _check_qparams(qp)
     axis = _resolve_axis(q, qp, axis)
+    _check_codes(q, qp)
     zp = _broadcast(qp.zero_point, q, axis)
     return (q.to(torch.int64) - zp).to(torch.float32) * _broadcast(qp.scale, q, axis)
+
+
+def _check_codes(q: torch.Tensor, qp: QParams) -> None:
+    """Codes outside [qmin, qmax] do not come from quantize on this grid: refuse them."""
+    if q.numel() == 0:
+        return
+    lo, hi = (int(v) for v in torch.aminmax(q))
+    if lo < qp.qmin or hi > qp.qmax:
+        raise ValueError(
+            f"q holds codes from {lo} to {hi}, outside the grid [qmin, qmax] = [{qp.qmin}, {qp.qmax}] "
+            f"of {qp.qdtype!r}; dequantize takes the codes quantize made with the same qparams"
+        )
 
 
 class _FakeQuantizeSTE(torch.autograd.Function):
@@ -110,6 +130,13 @@ class _FakeQuantizeSTE(torch.autograd.Function):
 
 
 def fake_quantize(x: torch.Tensor, qp: QParams, axis: int | None = None) -> torch.Tensor:
-    """y = (clamp(round(x / scale) + zp, qmin, qmax) - zp) * scale; dy/dx = 1 inside, 0 outside."""
+    """y = (clamp(round(x * (1/scale)) + zp, qmin, qmax) - zp) * scale, in x's dtype;
+    dy/dx = 1 inside the grid, 0 outside."""
     axis = _check_input(x, qp, axis)
-    return _FakeQuantizeSTE.apply(x, qp, axis)
+    y = _FakeQuantizeSTE.apply(x, qp, axis)
+    if x.dtype in (torch.float16, torch.bfloat16) and not torch.isfinite(y).all():
+        raise ValueError(
+            f"fake_quantize's output overflows {x.dtype}: a grid level it reached is beyond "
+            f"{torch.finfo(x.dtype).max:.6g}; pass x as float32, or use a range that fits {x.dtype}"
+        )
+    return y

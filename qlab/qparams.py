@@ -16,6 +16,7 @@ Everything is computed in float32 with round-half-to-even, exactly as torch.ao's
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -23,13 +24,17 @@ import torch
 from .qtypes import QDType, uint8
 
 EPS = torch.finfo(torch.float32).eps
+FLOAT32_MAX = torch.finfo(torch.float32).max
 
 
 @dataclass
 class QParams:
     """Quantization parameters: x ≈ (q - zero_point) * scale, q in [qmin, qmax].
 
-    Per-tensor when scale is 0-d; per-channel along `axis` when scale is 1-d.
+    Per-tensor when scale is 0-d; per-channel along `axis` (None means 0) when scale is 1-d.
+    Checked when built (see `_check`), so a hand-built QParams cannot silently flip signs,
+    saturate everything or wrap around its storage dtype. Plain numbers are accepted for
+    scale (-> 0-d float32) and zero_point (-> 0-d int64).
     """
 
     scale: torch.Tensor  # float32, 0-d or 1-d
@@ -38,6 +43,11 @@ class QParams:
     qmin: int
     qmax: int
     axis: int | None = None
+
+    def __post_init__(self):
+        self.scale = _as_param(self.scale, "scale", float, torch.float32)
+        self.zero_point = _as_param(self.zero_point, "zero_point", int, torch.int64)
+        _check(self)
 
     @property
     def per_channel(self) -> bool:
@@ -54,6 +64,68 @@ class QParams:
         )
 
 
+def _as_param(value, name: str, number: type, dtype: torch.dtype) -> torch.Tensor:
+    """A QParams field as a tensor of `dtype`: a plain number becomes a 0-d tensor."""
+    if isinstance(value, number) and not isinstance(value, bool):
+        return torch.tensor(value, dtype=dtype)
+    kind = "float" if dtype.is_floating_point else "integer"
+    if not isinstance(value, torch.Tensor) or value.dtype == torch.bool:
+        got = value.dtype if isinstance(value, torch.Tensor) else type(value).__name__
+        raise TypeError(f"QParams {name} must be a {number.__name__} or a {kind} tensor, got {got}")
+    if value.is_floating_point() != dtype.is_floating_point or value.is_complex():
+        raise TypeError(f"QParams {name} must be a {kind} tensor, got dtype {value.dtype}")
+    return value.to(dtype)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check(qp: QParams) -> None:
+    """What makes QParams usable: a grid inside qdtype, a positive finite scale, a zero point
+    on the grid, and grid levels (q - zero_point) * scale that fit float32. Cheap: a few ops
+    on the (small) scale and zero_point tensors."""
+    if not isinstance(qp.qdtype, QDType):
+        raise TypeError(f"QParams qdtype must be a qlab QDType such as qlab.uint8, got {qp.qdtype!r}")
+    if not (_is_int(qp.qmin) and _is_int(qp.qmax)):
+        raise TypeError(f"QParams qmin and qmax must be ints, got {qp.qmin!r} and {qp.qmax!r}")
+    if not qp.qdtype.qmin <= qp.qmin < qp.qmax <= qp.qdtype.qmax:
+        raise ValueError(
+            f"QParams grid [qmin, qmax] = [{qp.qmin}, {qp.qmax}] must have qmin < qmax and lie "
+            f"inside the {qp.qdtype!r} grid of qdtype (stored as {qp.qdtype.storage})"
+        )
+    if not (qp.axis is None or _is_int(qp.axis)):
+        raise TypeError(f"QParams axis must be None (per-tensor) or an int, got {qp.axis!r}")
+    scale, zp = qp.scale, qp.zero_point
+    if scale.dim() > 1:
+        raise ValueError(
+            f"QParams scale must be 0-d (per-tensor) or 1-d (per-channel), got shape {tuple(scale.shape)}"
+        )
+    if zp.shape != scale.shape:
+        raise ValueError(
+            f"QParams scale and zero_point must have the same shape, got "
+            f"{tuple(scale.shape)} and {tuple(zp.shape)}"
+        )
+    if scale.dim() == 0 and qp.axis is not None:
+        raise ValueError(
+            f"QParams axis={qp.axis} needs a 1-d (per-channel) scale; per-tensor qparams take axis=None"
+        )
+    if not bool(((zp >= qp.qmin) & (zp <= qp.qmax)).all()):
+        raise ValueError(
+            f"QParams zero_point must lie on the grid [qmin, qmax] = [{qp.qmin}, {qp.qmax}], "
+            f"got {zp.tolist()}"
+        )
+    if not bool((scale > 0).all()):
+        raise ValueError(f"QParams scale must be > 0 and finite, got {scale.tolist()}")
+    ends = (torch.stack([qp.qmin - zp, qp.qmax - zp]).to(torch.float32) * scale).detach()
+    if not bool(torch.isfinite(ends).all()):
+        raise ValueError(
+            f"QParams scale={scale.tolist()} with zero_point={zp.tolist()} puts grid ends at "
+            f"{ends.tolist()}: scale must be finite and (q - zero_point) * scale must fit float32 "
+            f"(|value| <= {FLOAT32_MAX:.4g}) for q in [qmin, qmax]"
+        )
+
+
 def _as_range_tensor(value, name: str) -> torch.Tensor:
     if isinstance(value, bool) or not isinstance(value, (int, float, torch.Tensor)):
         raise TypeError(f"{name} must be a number or a float tensor, got {type(value).__name__}")
@@ -66,7 +138,26 @@ def _as_range_tensor(value, name: str) -> torch.Tensor:
         )
     if not torch.isfinite(t).all():
         raise ValueError(f"{name} contains NaN or Inf ({t.tolist()}); a range must be finite")
-    return t.detach().to(torch.float32)
+    t32 = t.detach().to(torch.float32)
+    if not torch.isfinite(t32).all():  # a float64 beyond float32's range becomes inf here
+        raise ValueError(
+            f"{name}={t.tolist()} does not fit float32 (|value| <= {FLOAT32_MAX:.4g}); "
+            "scales are computed in float32, so the range must fit it"
+        )
+    return t32
+
+
+def check_eps(eps) -> float:
+    """eps, checked: a finite float > 0 that stays > 0 and finite in float32 (the smallest scale)."""
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
+        raise TypeError(f"eps must be a float (the smallest scale allowed), got {type(eps).__name__}")
+    as_f32 = float(torch.tensor(eps, dtype=torch.float32))
+    if not (math.isfinite(eps) and eps > 0 and 0 < as_f32 < math.inf):
+        raise ValueError(
+            f"eps must be a finite float > 0 that float32 can hold (the smallest scale allowed; "
+            f"default {EPS:.4g}), got {eps!r}"
+        )
+    return eps
 
 
 def grid(qdtype: QDType, reduce_range: bool = False) -> tuple[int, int]:
@@ -94,6 +185,7 @@ def qparams_from_range(
     """
     if not isinstance(qdtype, QDType):
         raise TypeError(f"qdtype must be a qlab QDType such as qlab.uint8, got {qdtype!r}")
+    eps = check_eps(eps)
     min_val = _as_range_tensor(min_val, "min_val")
     max_val = _as_range_tensor(max_val, "max_val")
     if min_val.shape != max_val.shape:
@@ -123,6 +215,12 @@ def qparams_from_range(
         scale = torch.maximum((max_pos - min_neg) / float(qmax - qmin), eps_t)
         zero_point = qmin - torch.round(min_neg / scale).to(torch.int64)
         zero_point = torch.clamp(zero_point, qmin, qmax)
+    if not torch.isfinite(scale).all():
+        raise ValueError(
+            f"the range min_val={min_val.tolist()} max_val={max_val.tolist()} is too wide: its width "
+            f"max(max_val, 0) - min(min_val, 0) overflows float32, so the scale is inf; the width "
+            f"must fit float32 (at most {FLOAT32_MAX:.4g})"
+        )
     return QParams(scale, zero_point, qdtype, qmin, qmax, axis)
 
 

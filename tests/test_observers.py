@@ -222,7 +222,7 @@ def test_histogram_search_only_accepts_lower_error():
     torch.manual_seed(1)
     obs = HistogramObserver()
     obs(torch.distributions.Laplace(0.0, 1.0).sample((20_000,)))
-    start, end = obs._search(obs.histogram)
+    start, end = obs._search(obs.histogram, obs.min_val, obs.max_val)
     full = _l2_error(obs.histogram, obs.min_val, obs.max_val, 0, obs.bins - 1, 256)
     chosen = _l2_error(obs.histogram, obs.min_val, obs.max_val, start, end, 256)
     assert (start, end) != (0, obs.bins - 1) and chosen <= full
@@ -235,7 +235,7 @@ def test_percentile_against_torch_quantile(p):
     obs(x)
     width = (x.max() - x.min()).item() / obs.bins
     ordered = x.sort().values
-    for q, chosen in zip((1 - p / 100, p / 100), obs._range(), strict=True):
+    for q, chosen in zip((1 - p / 100, p / 100), obs.calibrated_range(), strict=True):
         # q * n values lie at or below the chosen value: it sits between the order statistics
         # around rank q * n, give or take the one histogram bin it was interpolated in.
         k = math.ceil(q * len(x))
@@ -247,11 +247,11 @@ def test_percentile_per_channel_is_per_tensor_on_each_channel():
     w = torch.randn(6, 4, 3, 3) * torch.arange(1, 7).reshape(6, 1, 1, 1)
     pc = PercentileObserver(percentile=99.0, axis=0, qdtype=qlab.int8, symmetric=True)
     pc(w)
-    lo, hi = pc._range()
+    lo, hi = pc.calibrated_range()
     for c in range(6):
         pt = PercentileObserver(percentile=99.0, qdtype=qlab.int8, symmetric=True)
         pt(w[c])
-        assert torch.equal(torch.stack(pt._range()), torch.stack([lo[c], hi[c]]))
+        assert torch.equal(torch.stack(pt.calibrated_range()), torch.stack([lo[c], hi[c]]))
 
 
 @pytest.mark.parametrize("qdtype,symmetric", [(qlab.uint8, False), (qlab.int8, True), (qlab.uint4, False)])
@@ -272,7 +272,7 @@ def test_mse_search_against_brute_force(qdtype, symmetric):
         brute = float(((qlab.fake_quantize(points, qp) - points) ** 2 * weights).sum() / len(x))
         assert float(err) == pytest.approx(brute, rel=1e-5, abs=1e-12)
         raw.append(qlab.metrics.mse(x, qlab.fake_quantize(x, qp)))
-    chosen_lo, chosen_hi = obs._range()
+    chosen_lo, chosen_hi = obs.calibrated_range()
     best = int(torch.argmin(errors))
     assert float(errors[best]) == float(errors.min())
     chosen_qp = obs.qparams()
@@ -310,7 +310,7 @@ def test_entropy_against_naive_kl(seed):
     ref = [naive_kl(hist, k, obs.levels()) for k in range(obs.levels(), obs.bins + 1)]
     assert kl.tolist() == pytest.approx(ref, rel=1e-6, abs=1e-12)
     best = max(i for i, v in enumerate(ref) if v == min(ref))
-    lo, hi = obs._range()
+    lo, hi = obs.calibrated_range()
     t = thresholds[best]
     assert torch.equal(hi, torch.minimum(obs.max_val, t))
     assert torch.equal(lo, torch.maximum(obs.min_val, -t))
@@ -342,7 +342,7 @@ def test_clipping_range_never_exceeds_minmax(values, cls):
     obs, mm = small(cls), MinMaxObserver()
     obs(x)
     mm(x)
-    lo, hi = obs._range()
+    lo, hi = obs.calibrated_range()
     slack = 1e-6 * max(1.0, (mm.max_val - mm.min_val).item())  # float32 round-off of min + k * width
     assert lo >= mm.min_val - slack and hi <= mm.max_val + slack and lo <= hi + slack
     assert obs.qparams().scale <= mm.qparams().scale * (1 + 1e-6)
@@ -356,7 +356,7 @@ def test_moving_average_stays_inside_running_minmax(seq, c):
         ma(torch.tensor(values))
         mm(torch.tensor(values))
     slack = 1e-6 * (1 + max(mm.max_val.abs(), mm.min_val.abs()))
-    lo, hi = ma._range()
+    lo, hi = ma.calibrated_range()
     assert mm.min_val - slack <= lo <= hi <= mm.max_val + slack
     assert ma.qparams().scale <= mm.qparams().scale * (1 + 1e-6)
 

@@ -129,7 +129,7 @@ def test_online_only_sets_name_the_offline_default(tmp_path, offline, loader_fn)
 
 def test_qlab_offline_env_forces_offline(monkeypatch):
     monkeypatch.setenv("QLAB_OFFLINE", "1")
-    assert data.is_online() is False
+    assert data.is_online("localhost") is False
 
 
 def _idx(path, arr):

@@ -11,7 +11,7 @@ Files are read with torch.load(weights_only=True): tensors and plain containers 
 
 from __future__ import annotations
 
-import hashlib
+import inspect
 import json
 import os
 from pathlib import Path
@@ -19,58 +19,18 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import models
+from .integrity import MANIFEST, ChecksumError, read_manifest, sha256_file, verify_sha256, write_manifest
+
 NAMES = ("resnet", "mobilenet_v2", "charlstm")
-MANIFEST = "MANIFEST"
-
-
-class ChecksumError(RuntimeError):
-    """A file's sha256 is not the one we expect: it is corrupted, tampered with or another version."""
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def verify_sha256(path: str | os.PathLike, expected: str) -> Path:
-    """Raise ChecksumError (naming the file) unless the file exists and has this sha256."""
-    path = Path(path)
-    if not path.is_file():
-        raise ChecksumError(f"{path} is missing")
-    actual = sha256_file(path)
-    if actual != expected:
-        raise ChecksumError(f"sha256 mismatch for {path}: expected {expected}, got {actual}")
-    return path
+BUILDERS = {"resnet": models.resnet, "mobilenet_v2": models.mobilenet_v2, "charlstm": models.CharLSTM}
+KEYS = ("name", "config", "state_dict")
 
 
 def default_dir() -> Path:
     """The repository's data/checkpoints, or $QLAB_CHECKPOINTS."""
     repo = Path(__file__).resolve().parents[2]
     return Path(os.environ.get("QLAB_CHECKPOINTS", repo / "data" / "checkpoints"))
-
-
-def read_manifest(directory: str | os.PathLike | None = None) -> dict[str, str]:
-    """{file name: sha256} from directory/MANIFEST."""
-    path = Path(directory or default_dir()) / MANIFEST
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint manifest at {path}; `make checkpoints` writes it")
-    entries = {}
-    for line in path.read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            digest, name = line.split(maxsplit=1)
-            entries[name.lstrip("*")] = digest
-    return entries
-
-
-def write_manifest(entries: dict[str, str], directory: str | os.PathLike | None = None) -> Path:
-    """Write {file name: sha256} to directory/MANIFEST, sorted by name."""
-    path = Path(directory or default_dir()) / MANIFEST
-    path.write_text("".join(f"{digest}  {name}\n" for name, digest in sorted(entries.items())))
-    return path
 
 
 def save(name: str, model: nn.Module, config: dict, directory: str | os.PathLike | None = None) -> Path:
@@ -80,10 +40,7 @@ def save(name: str, model: nn.Module, config: dict, directory: str | os.PathLike
     path = directory / f"{name}.pt"
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     torch.save({"name": name, "config": dict(config), "state_dict": state}, path)
-    try:
-        entries = read_manifest(directory)
-    except FileNotFoundError:
-        entries = {}
+    entries = read_manifest(directory) if (directory / MANIFEST).is_file() else {}
     entries[path.name] = sha256_file(path)
     write_manifest(entries, directory)
     return path
@@ -97,17 +54,26 @@ def load(name: str, directory: str | os.PathLike | None = None) -> dict:
     if expected is None:
         raise ChecksumError(f"{file} is not listed in {directory / MANIFEST}; known: {NAMES}")
     path = verify_sha256(directory / file, expected)
-    return torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(ckpt, dict) or set(ckpt) != set(KEYS):
+        held = f"a dict with keys {sorted(ckpt)}" if isinstance(ckpt, dict) else f"a {type(ckpt).__name__}"
+        raise ValueError(f"{path} holds {held}; a lesson checkpoint is a dict with keys {KEYS}, "
+                         "as save() writes")
+    return ckpt
 
 
 def build(name: str, config: dict) -> nn.Module:
     """An untrained model of the given name and config (the constructors of qlab.lab.models)."""
-    from . import models
-
-    builders = {"resnet": models.resnet, "mobilenet_v2": models.mobilenet_v2, "charlstm": models.CharLSTM}
-    if name not in builders:
+    if name not in BUILDERS:
         raise ValueError(f"unknown model {name!r}; known: {NAMES}")
-    return builders[name](**config)
+    if not isinstance(config, dict):
+        raise TypeError(f"config of {name!r} must be a dict of keywords, not {type(config).__name__}")
+    builder = BUILDERS[name]
+    allowed = list(inspect.signature(builder).parameters)
+    unknown = sorted(set(config) - set(allowed))
+    if unknown:
+        raise ValueError(f"config of {name!r} has unknown keys {unknown}; allowed: {allowed}")
+    return builder(**config)
 
 
 def load_model(name: str, directory: str | os.PathLike | None = None) -> nn.Module:
@@ -120,8 +86,14 @@ def load_model(name: str, directory: str | os.PathLike | None = None) -> nn.Modu
 
 def recorded_metrics(name: str | None = None, directory: str | os.PathLike | None = None) -> dict:
     """The metrics `make checkpoints` wrote to METRICS.json: all of them, or one model's."""
-    table = json.loads((Path(directory or default_dir()) / "METRICS.json").read_text())
-    return table if name is None else table[name]
+    path = Path(directory or default_dir()) / "METRICS.json"
+    table = json.loads(path.read_text())
+    if name is None:
+        return table
+    if name not in table:
+        recorded = [k for k in table if not k.startswith("_")]
+        raise ValueError(f"{path} has no metrics for {name!r}; recorded: {recorded}")
+    return table[name]
 
 
 def verify_all(directory: str | os.PathLike | None = None) -> list[str]:

@@ -6,6 +6,11 @@ import argparse
 import platform
 import sys
 
+import torch
+
+from . import checkpoints, models
+from .integrity import ChecksumError
+
 
 def _cpu_flags() -> set[str]:
     try:
@@ -20,8 +25,6 @@ def _cpu_flags() -> set[str]:
 
 def doctor() -> int:
     """Print what the lessons depend on; return 1 if something they need is missing."""
-    import torch
-
     ok = True
     print(f"python        {platform.python_version()} ({sys.executable})")
     print(f"torch         {torch.__version__}, {torch.get_num_threads()} threads")
@@ -43,32 +46,26 @@ def doctor() -> int:
             print(f"{name:<13} MISSING: run `make setup`")
             ok = False
     try:
-        from . import checkpoints
-    except ImportError:
-        checkpoints = None
-    try:
-        verify = getattr(checkpoints, "verify_all", None)
-        if verify is not None:
-            for line in verify():
-                print(f"checkpoint    {line}")
-        from .models import verify_minilm
-
-        print(f"MiniLM        sha256 ok ({verify_minilm()})")
-    except Exception as e:  # a broken checkpoint is worth reporting, not crashing on
-        print(f"checkpoints   PROBLEM: {e}")
+        for line in checkpoints.verify_all():
+            print(f"checkpoint    {line}")
+        print(f"MiniLM        sha256 ok ({models.verify_minilm()})")
+    except (ChecksumError, OSError, ValueError, ImportError) as e:  # reported, as the lines above
+        print(f"files         PROBLEM: {e}")
         ok = False
     print("all good: run `make lab`" if ok else "something is missing: see the lines marked above")
     return 0 if ok else 1
 
 
+COMMANDS = {"doctor": doctor}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="qlab", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("doctor", help="check that this machine can run the lessons")
+    for name, command in COMMANDS.items():
+        sub.add_parser(name, help=command.__doc__.splitlines()[0])
     args = parser.parse_args(argv)
-    if args.command == "doctor":
-        return doctor()
-    return 2
+    return COMMANDS[args.command]()
 
 
 if __name__ == "__main__":

@@ -253,8 +253,9 @@ def default_root() -> Path:
     return Path(os.environ.get("QLAB_DATA", Path.home() / ".cache" / "qlab" / "datasets"))
 
 
-def is_online(host: str = "pypi.org", timeout: float = 3.0) -> bool:
-    """True if a TCP connection to host:443 opens; QLAB_OFFLINE=1 forces False."""
+def is_online(host: str, timeout: float = 3.0) -> bool:
+    """True if a TCP connection to host:443 opens (each data set asks its own host, _HOSTS);
+    QLAB_OFFLINE=1 forces False."""
     if os.environ.get("QLAB_OFFLINE", "") not in ("", "0"):
         return False
     try:

@@ -112,12 +112,21 @@ def _torch_reference(x: torch.Tensor, qp: QParams) -> torch.Tensor:
         return torch.round(y * (1.0 / qp.scale)).to(torch.int64) + zp
 
 
-def _as_codes(got, like: torch.Tensor) -> tuple[torch.Tensor | None, str]:
+def _as_codes(got, like: torch.Tensor, qp: QParams) -> tuple[torch.Tensor | None, str]:
     """The student's result as int64 codes, or None and what is wrong with it."""
     if not isinstance(got, torch.Tensor):
         return None, f"it returned {type(got).__name__}, not a torch.Tensor"
     if got.shape != like.shape:
         return None, f"it returned shape {tuple(got.shape)}, expected {tuple(like.shape)}"
+    if not got.is_floating_point() and not got.dtype.is_complex and got.dtype != torch.bool:
+        info = torch.iinfo(got.dtype)
+        if info.min > qp.qmin or info.max < qp.qmax:
+            return None, (
+                f"it returned {got.dtype}, which holds {info.min}..{info.max}, not the grid "
+                f"[{qp.qmin}, {qp.qmax}]: the codes wrap around when stored (-1 becomes 255 in "
+                "torch.uint8, 255 becomes -1 in torch.int8). Clamping was right; store the codes in "
+                "a dtype that holds the grid, e.g. torch.int32, or return them unconverted"
+            )
     if got.is_floating_point():
         if not torch.isfinite(got).all():
             return None, "it returned NaN or Inf"
@@ -168,7 +177,7 @@ def check_quantize(fn: Callable[[torch.Tensor, QParams], torch.Tensor]) -> bool:
             got = fn(x.clone(), qp)
         except Exception as e:  # a student's bug, reported as a hint rather than a traceback
             return _report(False, name, f"case '{case.name}' raised {type(e).__name__}: {e}")
-        got, problem = _as_codes(got, expected)
+        got, problem = _as_codes(got, expected, qp)
         if got is None:
             return _report(False, name, f"case '{case.name}': {problem}")
         if not torch.equal(got, expected):
@@ -195,6 +204,37 @@ def check_quantize(fn: Callable[[torch.Tensor, QParams], torch.Tensor]) -> bool:
 # ---------------------------------------------------------------------------------------
 
 
+def _as_value(got) -> tuple[torch.Tensor | None, str]:
+    """The student's running value as a 0-d float tensor, or None and what is wrong with it."""
+    if isinstance(got, (int, float)) and not isinstance(got, bool):
+        return torch.tensor(float(got)), ""
+    if not isinstance(got, torch.Tensor):
+        hint = " (did you forget `return`?)" if got is None else ""
+        return None, f"it returned {type(got).__name__}{hint}, not a number or a 0-d torch.Tensor"
+    if got.numel() != 1:
+        return None, (f"it returned a tensor of shape {tuple(got.shape)}; the running min (or max) "
+                      "is one number: combine the two scalars you are given, nothing more")
+    return got.reshape(()).float(), ""
+
+
+def _moving_average_hint(got: torch.Tensor, running: torch.Tensor, batch: torch.Tensor, c: float) -> str:
+    """The most likely mistake, from which wrong update the student's value matches."""
+    mistakes = [
+        (batch, "it returns the batch's value, so the past is forgotten (that is c = 1); "
+                "keep part of the running value: running + c * (batch_value - running)"),
+        (running, "the running value never moves; add c * (batch_value - running) to it"),
+        (running + c * (running - batch), "it moves away from the batch's value: the step is "
+                                          "c * (batch_value - running), not c * (running - batch_value)"),
+        ((running + batch) / 2, "that is an average with weight 1/2 whatever c is; "
+                                "use c: running + c * (batch_value - running)"),
+    ]
+    for wrong, hint in mistakes:
+        if torch.allclose(got, wrong.float(), rtol=1e-5, atol=1e-6):
+            return hint
+    return ("move the running value a fraction c of the way towards the batch's "
+            "value: running + c * (batch_value - running). c = 1 forgets the past.")
+
+
 def check_moving_average(fn: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]) -> bool:
     """Check a student's moving-average update against qlab's MovingAverageMinMaxObserver.
 
@@ -216,20 +256,23 @@ def check_moving_average(fn: Callable[[torch.Tensor, torch.Tensor, float], torch
             if i == 0:
                 lo, hi = x.min(), x.max()
                 continue
+            running, batch = (lo, hi), (x.min(), x.max())
             try:
-                lo, hi = fn(lo, x.min(), c), fn(hi, x.max(), c)
+                got = fn(running[0], batch[0], c), fn(running[1], batch[1], c)
             except Exception as e:  # a student's bug, reported as a hint
                 return _report(False, name, f"c = {c}, batch {i}: raised {type(e).__name__}: {e}")
-            if not isinstance(lo, torch.Tensor):
-                lo, hi = torch.tensor(float(lo)), torch.tensor(float(hi))
-            close = [torch.allclose(a.float(), b, rtol=1e-5, atol=1e-6)
-                     for a, b in ((lo, obs.min_val), (hi, obs.max_val))]  # fmt: skip
-            if not all(close):
+            (lo, problem_lo), (hi, problem_hi) = _as_value(got[0]), _as_value(got[1])
+            if lo is None or hi is None:
+                return _report(False, name, f"c = {c}, batch {i}: {problem_lo or problem_hi}")
+            expected = (obs.min_val, obs.max_val)
+            wrong = [k for k, v in enumerate((lo, hi))
+                     if not torch.allclose(v, expected[k], rtol=1e-5, atol=1e-6)]  # fmt: skip
+            if wrong:
+                k = wrong[0]
                 return _report(False, name, (
                     f"c = {c}, after batch {i}: expected min, max = {obs.min_val.item():.6g}, "
                     f"{obs.max_val.item():.6g}, got {float(lo):.6g}, {float(hi):.6g}.\n"
-                    "   Hint: move the running value a fraction c of the way towards the batch's "
-                    "value: running + c * (batch_value - running). c = 1 forgets the past."
+                    f"   Hint: {_moving_average_hint((lo, hi)[k], running[k], batch[k], c)}"
                 ))
     return _report(True, name, (
         f"min and max match MovingAverageMinMaxObserver over {len(seq)} batches "

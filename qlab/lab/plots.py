@@ -94,13 +94,13 @@ def plot_grid(levels, codes, x=None, x_hat=None, title: str = "") -> Figure:
 
 
 def plot_quantization(
-    x, x_hat, levels, clip_range=None, title: str = "", bins: int = 200
+    x, x_hat, levels, clip_range=None, title: str = "", bins: int = 200, scale: float | None = None
 ) -> Figure:
     """The interactive panel's figure: what quantization does to a tensor.
 
     Top: histogram of x with a line at every grid level and the clipping range shaded.
-    Bottom: histogram of the error x_hat - x (log count), with lines at +-scale/2, where
-    rounding error ends and clipping error begins.
+    Bottom: histogram of the error x_hat - x (log count) and, when `scale` is given, lines
+    at ±scale/2, where rounding error ends and clipping error begins.
     """
     x, x_hat, levels = _np(x), _np(x_hat), _np(levels)
     err = x_hat - x
@@ -137,8 +137,8 @@ def plot_quantization(
     ax_err.hist(err, bins=bins, color=ORANGE, alpha=0.85)
     ax_err.set_yscale("log")
     ax_err.set_ylim(bottom=0.7)
-    if len(levels) > 1:
-        half = float(np.min(np.diff(levels))) / 2
+    if scale is not None:
+        half = scale / 2
         for s in (-half, half):
             ax_err.axvline(s, color=BLUE, ls="--", lw=1)
         ax_err.text(

@@ -44,9 +44,19 @@ def seed_everything(seed: int = 0) -> None:
 
 
 def one_cycle(opt, lr: float, steps: int, warmup: float = 0.3):
-    """Learning rate up from lr/25 to lr over the first `warmup` of the steps, then down to ~0."""
-    # OneCycleLR divides by the warm-up length, so very short runs (smoke tests) get at least 10 steps
-    return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 10), pct_start=warmup)
+    """torch's OneCycleLR over exactly `steps` steps: the learning rate rises from lr/25 to lr over
+    the first `warmup` of them, then anneals (cosine) to lr/25e4; the momentum (Adam's beta1)
+    moves the other way, between 0.95 and 0.85.
+
+    OneCycleLR divides by the warm-up length minus one step, so a warm-up of exactly one step
+    (warmup * steps == 1) cannot be scheduled: pick another number of steps.
+    """
+    if warmup * steps == 1:
+        raise ValueError(
+            f"steps={steps} with warmup={warmup} is a one-step warm-up, which OneCycleLR cannot "
+            "schedule (it divides by zero); use more or fewer steps, or another warmup"
+        )
+    return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=warmup)
 
 
 def fit(model: nn.Module, loader, epochs: int = 10, lr: float = 0.1, weight_decay: float = 5e-4,

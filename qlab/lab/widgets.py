@@ -1,4 +1,4 @@
-"""Interactive panels: sliders wired to qlab (for the numbers) and plots.py (for the figure).
+"""Interactive panels: sliders wired to experiments.py (the numbers) and plots.py (the figure).
 
 A panel is an ipywidgets box built with `interactive_output`; it draws its default state
 once when built. Displaying a panel also carries a PNG of its current state, so a notebook
@@ -12,14 +12,28 @@ from __future__ import annotations
 
 import base64
 import io
+import numbers
 
 import ipywidgets as widgets
 import torch
 from IPython.display import Image, display
 
-import qlab
-
 from . import plots
+from .experiments import (
+    SCHEMES,
+    check_factories,
+    check_scheme,
+    clip_range,
+    inject_outliers,
+    quantization_report,
+    quantize_with,
+    score_observers,
+)
+
+# clip_range, quantize_with, inject_outliers and score_observers are the lessons' names for the
+# math behind the panels; they live in experiments.py and stay importable from here.
+__all__ = ["OutlierPanel", "QuantizationPanel", "clip_range", "inject_outliers", "outlier_panel",
+           "quantization_panel", "quantize_with", "score_observers"]  # fmt: skip
 
 _WIDE = {"description_width": "initial"}
 
@@ -47,53 +61,64 @@ def _show(fig):
     display(Image(_png(fig)))
 
 
+def _values(x) -> torch.Tensor:
+    """x (a tensor, numpy array or list of numbers) as a float32 tensor with finite values.
+
+    Checked here, before the panel draws: inside a notebook the draw's errors only show in
+    the panel's output area, so bad input would pass without an exception.
+    """
+    try:
+        t = torch.as_tensor(x)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise TypeError(f"x must be a tensor, numpy array or list of numbers, got {type(x).__name__}") from e
+    if t.numel() == 0:
+        raise ValueError(f"x is empty (shape {tuple(t.shape)}); the panel needs at least one value")
+    t = t.detach().float()
+    if not torch.isfinite(t).all():
+        raise ValueError("x contains NaN or Inf; the panel needs finite values")
+    return t
+
+
+def _check_slider(name: str, value, lo, hi, kind=numbers.Real) -> None:
+    """ValueError unless lo <= value <= hi: a slider would silently clamp it to its range."""
+    if isinstance(value, bool) or not isinstance(value, kind):
+        allowed = "an int" if kind is numbers.Integral else "a number"
+        raise TypeError(f"{name} must be {allowed} in {lo}..{hi}, got {type(value).__name__}")
+    if not lo <= value <= hi:
+        raise ValueError(f"{name}={value} is outside the panel's range; {name} must be in {lo}..{hi}")
+
+
 # ---------------------------------------------------------------------------------------
 # Lesson 01: quantization math
 # ---------------------------------------------------------------------------------------
 
-
-def clip_range(x: torch.Tensor, scheme: str, clip: float) -> tuple[float, float]:
-    """The range the grid covers: clip * [min, max] (affine) or clip * [-max|x|, max|x|]."""
-    if scheme == "symmetric":
-        a = clip * x.abs().max().item()
-        return -a, a
-    return clip * x.min().item(), clip * x.max().item()
-
-
-def quantize_with(x: torch.Tensor, bits: int, scheme: str, clip: float):
-    """qparams and fake-quantized x for the panel's settings (all the math is qlab's).
-
-    'symmetric' uses a signed grid centred on 0 (PyTorch's default for weights), 'affine'
-    an unsigned grid with a zero point (PyTorch's default for activations).
-    """
-    symmetric = scheme == "symmetric"
-    lo, hi = clip_range(x, scheme, clip)
-    qp = qlab.qparams_from_range(lo, hi, qlab.qdtype(bits, signed=symmetric), symmetric=symmetric)
-    return qp, qlab.fake_quantize(x, qp)
+BITS, CLIP = (2, 8), (0.05, 1.0)  # the sliders' ranges
 
 
 class QuantizationPanel(Panel):
     """Histogram of x with the grid, the error histogram, and a live SQNR / MSE readout.
 
     Controls (descriptions as shown): "bits" (IntSlider 2..8), "scheme" (ToggleButtons
-    symmetric / affine), "clip range" (FloatSlider, fraction of x's min..max kept).
+    symmetric / affine), "clip range" (FloatSlider, fraction of x's min..max kept, 0.05..1).
     Readout: an HTML widget "SQNR = 10.14 dB · MSE = 8.3e-03 · scale = ... ".
     """
 
-    def __init__(self, x: torch.Tensor, name: str = "x", bits: int = 4,
-                 scheme: str = "symmetric", clip: float = 1.0):
-        self.x, self.name = x.detach().float(), name
+    def __init__(self, x, name: str = "x", bits: int = 4, scheme: str = "symmetric", clip: float = 1.0):
+        self.x, self.name = _values(x), name
+        _check_slider("bits", bits, *BITS, kind=numbers.Integral)
+        check_scheme(scheme)
+        _check_slider("clip", clip, *CLIP)
         self.bits = widgets.IntSlider(
-            value=bits, min=2, max=8, step=1, description="bits",
+            value=bits, min=BITS[0], max=BITS[1], step=1, description="bits",
             continuous_update=False, layout=widgets.Layout(width="250px"),
         )
         self.scheme = widgets.ToggleButtons(
-            options=["symmetric", "affine"], value=scheme, description="scheme",
+            options=list(SCHEMES), value=scheme, description="scheme",
             tooltips=["signed grid centred on 0", "unsigned grid with a zero point"],
             style={**_WIDE, "button_width": "90px"},
         )
         self.clip = widgets.FloatSlider(
-            value=clip, min=0.05, max=1.0, step=0.05, description="clip range",
+            value=clip, min=CLIP[0], max=CLIP[1], step=0.05, description="clip range",
             readout_format=".0%", continuous_update=False, style=_WIDE,
             layout=widgets.Layout(width="320px"),
         )
@@ -104,18 +129,16 @@ class QuantizationPanel(Panel):
                           self.readout, self.output])
 
     def _compute(self, bits, scheme, clip):
-        qp, x_hat = quantize_with(self.x, bits, scheme, clip)
-        sqnr, mse = qlab.metrics.sqnr(self.x, x_hat), qlab.metrics.mse(self.x, x_hat)
-        levels = qlab.dequantize(torch.arange(qp.qmin, qp.qmax + 1), qp)
-        lo, hi = clip_range(self.x, scheme, clip)
-        clipped = ((self.x < lo) | (self.x > hi)).float().mean().item()
+        r = quantization_report(self.x, bits, scheme, clip)
+        qp = r.qparams
         self.readout.value = (
-            f"<b>SQNR = {sqnr:.2f} dB</b> · MSE = {mse:.2e} · "
+            f"<b>SQNR = {r.sqnr:.2f} dB</b> · MSE = {r.mse:.2e} · "
             f"scale = {qp.scale.item():.4g}, zero_point = {qp.zero_point.item()} · "
-            f"grid [{qp.qmin}, {qp.qmax}] · {clipped:.2%} of values clipped"
+            f"grid [{qp.qmin}, {qp.qmax}] · {r.clipped:.2%} of values clipped"
         )
-        title = f"{self.name}: {bits}-bit {scheme}, clip range {clip:.0%} · SQNR {sqnr:.2f} dB"
-        return plots.plot_quantization(self.x, x_hat, levels, (lo, hi), title=title)
+        title = f"{self.name}: {bits}-bit {scheme}, clip range {clip:.0%} · SQNR {r.sqnr:.2f} dB"
+        return plots.plot_quantization(self.x, r.x_hat, r.levels, r.clip_range, title=title,
+                                       scale=qp.scale.item())
 
     def _draw(self, bits, scheme, clip):
         _show(self._compute(bits, scheme, clip))
@@ -124,8 +147,12 @@ class QuantizationPanel(Panel):
         return self._compute(self.bits.value, self.scheme.value, self.clip.value)
 
 
-def quantization_panel(x: torch.Tensor, name: str = "x", **defaults) -> QuantizationPanel:
-    """Lesson 01's panel: drag "bits", "scheme" and "clip range"; watch x, grid and error."""
+def quantization_panel(x, name: str = "x", **defaults) -> QuantizationPanel:
+    """Lesson 01's panel: drag "bits", "scheme" and "clip range"; watch x, grid and error.
+
+    x: a tensor, numpy array or list of numbers; defaults: bits (2..8), scheme
+    ("symmetric" or "affine") and clip (0.05..1), the sliders' starting values.
+    """
     return QuantizationPanel(x, name, **defaults)
 
 
@@ -133,34 +160,7 @@ def quantization_panel(x: torch.Tensor, name: str = "x", **defaults) -> Quantiza
 # Lesson 02: observers and calibration
 # ---------------------------------------------------------------------------------------
 
-
-def score_observers(x: torch.Tensor, observers: dict, reference: torch.Tensor | None = None) -> dict:
-    """Run each observer (name -> factory) on x; quantize with its qparams and score it.
-
-    Returns name -> {"range": (min, max) the grid really covers, "qparams", "mse", "sqnr"}.
-    The scores compare `reference` (default x) with its fake-quantized self, so injected
-    outliers can be left out of the score while the observers still see them.
-    """
-    ref = x if reference is None else reference
-    out = {}
-    for name, make in observers.items():
-        obs = make()
-        obs(x)
-        qp = obs.qparams()
-        x_hat = qlab.fake_quantize(ref, qp)
-        lo, hi = qlab.dequantize(torch.tensor([qp.qmin, qp.qmax]), qp).tolist()
-        out[name] = {"range": (lo, hi), "qparams": qp,
-                     "mse": qlab.metrics.mse(ref, x_hat), "sqnr": qlab.metrics.sqnr(ref, x_hat)}
-    return out
-
-
-def inject_outliers(x: torch.Tensor, count: int, size: float) -> torch.Tensor:
-    """x (flattened) with `count` evenly spaced values replaced by size * max|x|."""
-    x = x.detach().flatten().clone()
-    if count > 0:
-        idx = torch.linspace(0, x.numel() - 1, count).long()
-        x[idx] = size * x.abs().max()
-    return x
+OUTLIERS, SIZE = (0, 20), (1.0, 50.0)  # the sliders' ranges
 
 
 class OutlierPanel(Panel):
@@ -172,13 +172,16 @@ class OutlierPanel(Panel):
     activations suffers from the outliers the observer saw.
     """
 
-    def __init__(self, x: torch.Tensor, observers: dict, name: str = "activation",
-                 outliers: int = 0, size: float = 10.0):
-        self.x, self.observers, self.name = x.detach().float().flatten(), observers, name
-        self.outliers = widgets.IntSlider(value=outliers, min=0, max=20, description="outliers",
-                                          continuous_update=False,
+    def __init__(self, x, observers: dict, name: str = "activation", outliers: int = 0, size: float = 10.0):
+        self.x, self.name = _values(x).flatten(), name
+        check_factories(observers)
+        self.observers = observers
+        _check_slider("outliers", outliers, *OUTLIERS, kind=numbers.Integral)
+        _check_slider("size", size, *SIZE)
+        self.outliers = widgets.IntSlider(value=outliers, min=OUTLIERS[0], max=OUTLIERS[1],
+                                          description="outliers", continuous_update=False,
                                           layout=widgets.Layout(width="250px"))
-        self.size = widgets.FloatSlider(value=size, min=1.0, max=50.0, step=1.0,
+        self.size = widgets.FloatSlider(value=size, min=SIZE[0], max=SIZE[1], step=1.0,
                                         description="size (× max|x|)", continuous_update=False,
                                         style=_WIDE, layout=widgets.Layout(width="320px"))
         self.readout = widgets.HTML()
@@ -208,6 +211,10 @@ class OutlierPanel(Panel):
         return self._compute(self.outliers.value, self.size.value)
 
 
-def outlier_panel(x: torch.Tensor, observers: dict, name: str = "activation", **defaults):
-    """Lesson 02's panel: drag "outliers" and "size"; min-max's range follows the outliers."""
+def outlier_panel(x, observers: dict, name: str = "activation", **defaults):
+    """Lesson 02's panel: drag "outliers" and "size"; min-max's range follows the outliers.
+
+    observers: name -> observer class or functools.partial (a fresh observer per draw);
+    defaults: outliers (0..20) and size (1..50), the sliders' starting values.
+    """
     return OutlierPanel(x, observers, name, **defaults)

@@ -56,6 +56,24 @@ def test_score_observers_measures_the_reference(relu_acts):
     assert scores["Percentile"]["sqnr"] > scores["MinMax"]["sqnr"] + 10  # percentile holds
 
 
+def test_score_observers_calibrates_on_batches_in_order(relu_acts):
+    """A list of batches is what lesson 02's shootout calibrates on: one observer sees them all."""
+    batches = list(relu_acts.split(5000))
+    held_out = 2 * torch.relu(torch.randn(5000, generator=torch.Generator().manual_seed(1)))
+    scores = score_observers(batches, {"Moving": O.MovingAverageMinMaxObserver}, reference=held_out)["Moving"]
+    obs = O.MovingAverageMinMaxObserver()
+    for b in batches:
+        obs(b)
+    assert torch.equal(scores["qparams"].scale, obs.qparams().scale)
+    lo, hi = scores["range"]
+    assert scores["clipped"] == ((held_out < lo) | (held_out > hi)).float().mean().item() > 0
+    assert scores["seconds"] > 0
+    minmax = {"MinMax": O.MinMaxObserver}
+    whole = score_observers(batches, minmax)["MinMax"]  # no reference: scored on all the batches
+    assert whole["clipped"] == 0
+    assert whole["sqnr"] == score_observers(relu_acts, minmax)["MinMax"]["sqnr"]
+
+
 def test_outlier_panel_draws_once_and_follows_sliders(relu_acts):
     panel = outlier_panel(relu_acts, OBSERVERS, name="acts", outliers=0)
     assert isinstance(panel, OutlierPanel)

@@ -36,6 +36,15 @@ def test_plot_quantization(quantized):
     _labelled(fig)
     assert len(fig.axes) == 2
     assert fig.axes[1].get_yscale() == "log"
+    assert not fig.axes[1].get_lines()  # no scale given: no ±scale/2 lines
+
+
+def test_plot_quantization_draws_the_scale_it_is_given(quantized):
+    """The ±scale/2 lines sit where the caller says, not where the plot guesses from the levels."""
+    x, x_hat, levels = quantized
+    fig = plots.plot_quantization(x, x_hat, levels, scale=0.3)
+    edges = sorted(line.get_xdata()[0] for line in fig.axes[1].get_lines())
+    assert edges == pytest.approx([-0.15, 0.15])
 
 
 def test_plot_quantization_many_levels_and_numpy_input(quantized):

@@ -11,6 +11,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import qlab  # noqa: E402
+from qlab.lab.experiments import quantization_report  # noqa: E402
 from qlab.lab.widgets import QuantizationPanel, quantization_panel, quantize_with  # noqa: E402
 
 SQNR = re.compile(r"SQNR = (-?[0-9.]+|inf) dB")
@@ -86,6 +87,28 @@ def test_clip_range_follows_the_scheme():
     x = torch.tensor([-1.0, 0.5, 3.0])
     assert clip_range(x, "symmetric", 1.0) == (-3.0, 3.0)
     assert clip_range(x, "affine", 0.5) == (-0.5, 1.5)
+    with pytest.raises(ValueError, match=r"scheme must be one of \('symmetric', 'affine'\), got 'asym'"):
+        clip_range(x, "asym", 1.0)
+
+
+def test_quantization_report_measures_with_qlab():
+    """The panel's numbers come from experiments.quantization_report, which is qlab's math."""
+    x = torch.tensor([-1.0, -0.2, 0.1, 0.4, 2.0])
+    r = quantization_report(x, 3, "affine", 0.5)
+    assert r.clip_range == (-0.5, 1.0)
+    qp = qlab.qparams_from_range(-0.5, 1.0, qlab.qdtype(3, signed=False))
+    assert torch.equal(r.qparams.scale, qp.scale) and torch.equal(r.qparams.zero_point, qp.zero_point)
+    assert torch.equal(r.x_hat, qlab.fake_quantize(x, qp))
+    assert torch.equal(r.levels, qlab.dequantize(torch.arange(0, 8), qp))
+    assert r.clipped == pytest.approx(2 / 5)  # -1.0 and 2.0 lie outside [-0.5, 1.0]
+    assert r.sqnr == qlab.metrics.sqnr(x, r.x_hat) and r.mse == qlab.metrics.mse(x, r.x_hat)
+
+
+def test_panel_figure_draws_the_scale_of_its_qparams(panel):
+    fig = panel.figure()
+    qp, _ = quantize_with(panel.x, 4, "symmetric", 1.0)
+    edges = sorted(line.get_xdata()[0] for line in fig.axes[1].get_lines())
+    assert edges == pytest.approx([-qp.scale.item() / 2, qp.scale.item() / 2])
 
 
 def test_scheme_toggle_changes_grid(panel):

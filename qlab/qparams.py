@@ -82,9 +82,8 @@ def _is_int(v) -> bool:
 
 
 def _check(qp: QParams) -> None:
-    """What makes QParams usable: a grid inside qdtype, a positive finite scale, a zero point
-    on the grid, and grid levels (q - zero_point) * scale that fit float32. Cheap: a few ops
-    on the (small) scale and zero_point tensors."""
+    """What makes QParams usable: a grid [qmin, qmax] inside qdtype's, a scale of at most one
+    dimension with one zero point per scale, then the values (`_check_values`)."""
     if not isinstance(qp.qdtype, QDType):
         raise TypeError(f"QParams qdtype must be a qlab QDType such as qlab.uint8, got {qp.qdtype!r}")
     if not (_is_int(qp.qmin) and _is_int(qp.qmax)):
@@ -97,9 +96,10 @@ def _check(qp: QParams) -> None:
     if not (qp.axis is None or _is_int(qp.axis)):
         raise TypeError(f"QParams axis must be None (per-tensor) or an int, got {qp.axis!r}")
     scale, zp = qp.scale, qp.zero_point
-    if scale.dim() > 1:
+    if scale.dim() > 1 or scale.numel() == 0:
         raise ValueError(
-            f"QParams scale must be 0-d (per-tensor) or 1-d (per-channel), got shape {tuple(scale.shape)}"
+            "QParams scale must be 0-d (per-tensor) or 1-d with one value per channel, "
+            f"got shape {tuple(scale.shape)}"
         )
     if zp.shape != scale.shape:
         raise ValueError(
@@ -110,19 +110,28 @@ def _check(qp: QParams) -> None:
         raise ValueError(
             f"QParams axis={qp.axis} needs a 1-d (per-channel) scale; per-tensor qparams take axis=None"
         )
-    if not bool(((zp >= qp.qmin) & (zp <= qp.qmax)).all()):
+    _check_values(qp)
+
+
+def _check_values(qp: QParams) -> None:
+    """Zero points on the grid; scales > 0 and finite; and every grid level
+    (q - zero_point) * scale inside float32, checked as
+    max(qmax - min(zero_point), max(zero_point) - qmin) * max(scale) <= float32 max.
+    Two reductions and four numbers, so it is cheap enough to run on every call."""
+    z_lo, z_hi = (int(v) for v in torch.aminmax(qp.zero_point))
+    s_lo, s_hi = (float(v) for v in torch.aminmax(qp.scale.detach()))
+    if z_lo < qp.qmin or z_hi > qp.qmax:
         raise ValueError(
             f"QParams zero_point must lie on the grid [qmin, qmax] = [{qp.qmin}, {qp.qmax}], "
-            f"got {zp.tolist()}"
+            f"got values from {z_lo} to {z_hi}"
         )
-    if not bool((scale > 0).all()):
-        raise ValueError(f"QParams scale must be > 0 and finite, got {scale.tolist()}")
-    ends = (torch.stack([qp.qmin - zp, qp.qmax - zp]).to(torch.float32) * scale).detach()
-    if not bool(torch.isfinite(ends).all()):
+    if not (s_lo > 0 and s_hi < math.inf):
+        raise ValueError(f"QParams scale must be > 0 and finite, got values from {s_lo} to {s_hi}")
+    reach = max(qp.qmax - z_lo, z_hi - qp.qmin) * s_hi
+    if reach > FLOAT32_MAX:
         raise ValueError(
-            f"QParams scale={scale.tolist()} with zero_point={zp.tolist()} puts grid ends at "
-            f"{ends.tolist()}: scale must be finite and (q - zero_point) * scale must fit float32 "
-            f"(|value| <= {FLOAT32_MAX:.4g}) for q in [qmin, qmax]"
+            f"QParams scale up to {s_hi:.4g} puts grid levels (q - zero_point) * scale at up to "
+            f"{reach:.4g}; every level must fit float32 (|value| <= {FLOAT32_MAX:.4g})"
         )
 
 

@@ -29,6 +29,7 @@ from qlab.observers import (
     PercentileObserver,
     _kl_divergences,
     _l2_error,
+    kl_divergence_loop,
 )
 
 TORCH_DTYPE = {qlab.uint8: torch.quint8, qlab.int8: torch.qint8}
@@ -272,30 +273,40 @@ def test_mse_search_against_brute_force(qdtype, symmetric):
         brute = float(((qlab.fake_quantize(points, qp) - points) ** 2 * weights).sum() / len(x))
         assert float(err) == pytest.approx(brute, rel=1e-5, abs=1e-12)
         raw.append(qlab.metrics.mse(x, qlab.fake_quantize(x, qp)))
+    # the chosen range is the widest of the candidates with the smallest error
+    errs = errors.tolist()
+    best = max(i for i, e in enumerate(errs) if e == min(errs))
     chosen_lo, chosen_hi = obs.calibrated_range()
-    best = int(torch.argmin(errors))
-    assert float(errors[best]) == float(errors.min())
-    chosen_qp = obs.qparams()
-    assert torch.equal(chosen_lo, alphas[best] * lo) or errors[best] == errors[alphas == chosen_hi / hi]
-    assert qlab.metrics.mse(x, qlab.fake_quantize(x, chosen_qp)) <= min(raw) * 1.05
+    assert torch.equal(chosen_lo, alphas[best] * lo)
+    assert torch.equal(chosen_hi, alphas[best] * hi)
+    assert qlab.metrics.mse(x, qlab.fake_quantize(x, obs.qparams())) <= min(raw) * 1.05
 
 
-def naive_kl(hist: list[float], kept: int, levels: int) -> float:
-    """TensorRT's entropy calibration for one candidate, written with plain Python loops."""
-    h = list(hist)
-    h[0] = h[1]
-    p = h[:kept]
-    p[-1] += sum(h[kept:])
-    q = [0.0] * kept
-    for g in range(levels):
-        members = [j for j in range(kept) if j * levels // kept == g]
-        nonzero = [j for j in members if h[j] > 0]
-        for j in nonzero:
-            q[j] = sum(h[m] for m in members) / len(nonzero)
-    p = [v if v > 0 else 1e-4 for v in p]  # smoothing: empty bins count 1e-4
-    q = [v if v > 0 else 1e-4 for v in q]
-    sp, sq = sum(p), sum(q)
-    return sum(pj / sp * math.log((pj / sp) / (qj / sq)) for pj, qj in zip(p, q, strict=True))
+def test_kl_divergence_loop_by_hand():
+    """hist [0, 2, 2, 0] (bin 0 takes bin 1's count: [2, 2, 2, 0]).
+    Keep 4 bins on 2 levels: Q = P, KL = 0. Keep 2 bins on 1 level: P = [2, 2 + 2 + 0],
+    Q = [2, 2] (the group's 4 spread over 2 bins), so KL = 1/3 log((1/3)/(1/2)) + 2/3 log((2/3)/(1/2))."""
+    hist = [0.0, 2.0, 2.0, 0.0]
+    assert kl_divergence_loop(hist, kept=4, levels=2) == pytest.approx(0.0, abs=1e-12)
+    expected = 1 / 3 * math.log(2 / 3) + 2 / 3 * math.log(4 / 3)
+    assert kl_divergence_loop(hist, kept=2, levels=1) == pytest.approx(expected, rel=1e-12)
+    kept, kl = _kl_divergences(torch.tensor(hist), levels=1)
+    assert kept.tolist() == [1, 2, 3, 4]
+    assert kl[1].item() == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("bins,bits", [(48, 4), (300, 5)])
+def test_vectorised_kl_equals_the_loop(seed, bins, bits):
+    """_kl_divergences (all candidates at once) against kl_divergence_loop, candidate by candidate,
+    on histograms with empty bins and far outliers."""
+    g = torch.Generator().manual_seed(seed)
+    hist = torch.histc(torch.randn(3000, generator=g).abs() ** (1 + seed), bins)
+    hist[bins // 2 : bins // 2 + 5] = 0
+    levels = 2 ** (bits - 1)
+    kept, kl = _kl_divergences(hist, levels)
+    loop = [kl_divergence_loop(hist.tolist(), int(k), levels) for k in kept]
+    assert kl.tolist() == pytest.approx(loop, rel=1e-9, abs=1e-12)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -307,7 +318,7 @@ def test_entropy_against_naive_kl(seed):
     obs(x)
     thresholds, kl = obs.search_curve()
     hist = obs.histogram.double().tolist()
-    ref = [naive_kl(hist, k, obs.levels()) for k in range(obs.levels(), obs.bins + 1)]
+    ref = [kl_divergence_loop(hist, k, obs.levels()) for k in range(obs.levels(), obs.bins + 1)]
     assert kl.tolist() == pytest.approx(ref, rel=1e-6, abs=1e-12)
     best = max(i for i, v in enumerate(ref) if v == min(ref))
     lo, hi = obs.calibrated_range()

@@ -1,7 +1,8 @@
 """Figures for the lessons: data in, matplotlib Figure out.
 
-Plots never compute: every number they draw comes from qlab (or the lesson) and is passed
-in. The only work done here is binning for histograms. Figures are built with
+Plots never compute: every number they draw comes from qlab (or the lesson, or
+experiments.py) and is passed in, the quantization scale included. The only work done here is
+binning for histograms (and x_hat - x for an error histogram). Figures are built with
 `matplotlib.figure.Figure` rather than pyplot, so they never pile up in pyplot's state;
 in a notebook, show one by making it the cell's last expression or with `display(fig)`.
 

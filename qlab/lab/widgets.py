@@ -64,8 +64,8 @@ def _show(fig):
 def _values(x) -> torch.Tensor:
     """x (a tensor, numpy array or list of numbers) as a float32 tensor with finite values.
 
-    Checked here, before the panel draws: inside a notebook the draw's errors only show in
-    the panel's output area, so bad input would pass without an exception.
+    Checked here, before the panel draws: inside a notebook an error during the draw only
+    shows in the panel's output area, and the cell that built the panel would not fail.
     """
     try:
         t = torch.as_tensor(x)

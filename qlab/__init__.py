@@ -3,33 +3,56 @@
     import qlab
     qp = qlab.qparams_from_range(-1.0, 1.0, qlab.uint8)
     q = qlab.quantize(x, qp); x_hat = qlab.dequantize(q, qp)
+
+The modules follow one spine, each using only those before it:
+qtypes -> qparams -> ops -> tensor, observers -> fake_quant -> qconfig -> nn -> pipeline.
 """
 
-from . import metrics
-from .convert import QConfig, convert, prepare, prepare_qat, quantize_dynamic, to_torch
+from . import fuse, metrics, nn, observers
+from .fake_quant import FakeQuantize
 from .ops import dequantize, fake_quantize, quantize
+from .pipeline import convert, prepare, prepare_qat, quantize_dynamic, to_torch
+from .qconfig import (
+    QConfig,
+    default_qat_qconfig,
+    default_qconfig,
+    get_default_qat_qconfig,
+    get_default_qconfig,
+    minmax_qconfig,
+)
 from .qparams import EPS, QParams, qparams_from_range
 from .qtypes import QDType, int4, int8, int16, qdtype, uint4, uint8
+from .tensor import QTensor
 
 __all__ = [
     "EPS",
-    "QDType",
+    "FakeQuantize",
     "QConfig",
+    "QDType",
     "QParams",
+    "QTensor",
     "convert",
-    "prepare",
-    "prepare_qat",
-    "quantize_dynamic",
-    "to_torch",
+    "default_qat_qconfig",
+    "default_qconfig",
     "dequantize",
     "fake_quantize",
+    "fuse",
+    "get_default_qat_qconfig",
+    "get_default_qconfig",
+    "int16",
     "int4",
     "int8",
-    "int16",
     "metrics",
+    "minmax_qconfig",
+    "nn",
+    "observers",
+    "prepare",
+    "prepare_qat",
     "qdtype",
     "qparams_from_range",
     "quantize",
+    "quantize_dynamic",
+    "to_torch",
     "uint4",
     "uint8",
 ]

@@ -47,15 +47,25 @@ class ConvBnReLU2d(nn.Sequential):
         super().__init__(conv, bn, relu if relu is not None else nn.ReLU())
 
 
+def bn_fold_factor(bn_var, bn_eps, bn_gamma=None) -> torch.Tensor:
+    """γ / σ = γ · rsqrt(var + eps), one per output channel: the one fold qlab uses.
+
+    Eval fusion and QAT (QATConvBn2d) both use this, so convert stores exactly the weights
+    QAT fake-quantized. torch.ao splits here: its fuse_conv_bn_weights uses rsqrt, its QAT
+    ConvBn2d divides by sqrt; the two differ in the last bit for about a third of channels.
+    """
+    if bn_gamma is None:
+        bn_gamma = torch.ones_like(bn_var)
+    return bn_gamma * torch.rsqrt(bn_var + bn_eps)
+
+
 def fold_bn_weights(weight, bias, bn_mean, bn_var, bn_eps, bn_gamma, bn_beta):
     """(w', b') with w' = w·γ/σ and b' = (b − μ)·γ/σ + β, σ = sqrt(var + eps), per out channel."""
     if bias is None:
         bias = torch.zeros_like(bn_mean)
-    if bn_gamma is None:
-        bn_gamma = torch.ones_like(bn_mean)
     if bn_beta is None:
         bn_beta = torch.zeros_like(bn_mean)
-    factor = bn_gamma * torch.rsqrt(bn_var + bn_eps)  # γ / σ
+    factor = bn_fold_factor(bn_var, bn_eps, bn_gamma)
     shape = [-1] + [1] * (weight.dim() - 1)
     w = weight * factor.reshape(shape)
     b = (bias - bn_mean) * factor + bn_beta
@@ -133,13 +143,7 @@ def fuse_modules(model: nn.Module, groups: list[list[str]], inplace: bool = Fals
     for group in groups:
         mods = [model.get_submodule(name) for name in group]
         fused = fuse_sequence(mods, qat=qat)
-        _set_submodule(model, group[0], fused)
+        model.set_submodule(group[0], fused)
         for name in group[1:]:
-            _set_submodule(model, name, nn.Identity())
+            model.set_submodule(name, nn.Identity())
     return model
-
-
-def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, module)

@@ -2,9 +2,17 @@
 
 An int8 layer computes in three steps. With x ≈ s_x (q_x - z_x), w ≈ s_w (q_w - z_w):
 
-    acc   = sum_k (q_x - z_x)(q_w - z_w) + bias_q            int32, exact  (int_linear, int_conv2d)
-    y     ≈ s_x s_w acc                                      the float value the int32 stands for
-    q_out = clamp(round(acc * M) + z_out, qmin, qmax),   M = s_x s_w / s_out      (requantize)
+    acc   = sum_k (q_x - z_x)(q_w - z_w)                     int32, exact  (int_linear, int_conv2d)
+    y     ≈ s_x s_w acc + b                                  the float value it stands for
+    q_out = clamp(round((acc + b / (s_x s_w)) * M) + z_out, qmin, qmax),   M = s_x s_w / s_out
+
+The bias b is added in one of two ways (an int8 module's `bias_rule`):
+
+  "float" (fbgemm/x86):  acc becomes a float32 and b / (s_x s_w) is added in float32
+                         (with_float_bias); this is what torch.ao's int8 modules compute.
+  "int32" (integer-only  b is rounded once to the accumulator's grid, bias_q = round(b / (s_x s_w)),
+   hardware, TFLite):    and added as an int32 (int32_bias); the rounding can move an output
+                         by one step, and the step can grow through later layers.
 
 Requantization comes in two flavours that agree except for rare 1-LSB cases:
 
@@ -36,18 +44,40 @@ def float_multiplier(input_scale, weight_scale, output_scale) -> torch.Tensor:
     return (s_x * s_w) / s_out
 
 
+def _per_channel(v: torch.Tensor, ndim: int, channel_dim: int) -> torch.Tensor:
+    """v (one value per channel, or a scalar) shaped to broadcast along channel_dim."""
+    if v.dim() != 1:
+        return v
+    shape = [1] * ndim
+    shape[channel_dim] = -1
+    return v.reshape(shape)
+
+
+def with_float_bias(acc: torch.Tensor, bias: torch.Tensor, acc_scale, channel_dim: int = -1):
+    """float32(acc) + b / (s_x s_w): fbgemm's float bias, added before requantize multiplies by M.
+
+    acc_scale is float32(s_x * s_w), a scalar or one value per output channel.
+    """
+    acc_scale = torch.as_tensor(acc_scale, dtype=torch.float32)
+    b = bias.to(torch.float32) / acc_scale
+    return acc.to(torch.float32) + _per_channel(b, acc.dim(), channel_dim)
+
+
+def int32_bias(bias: torch.Tensor, acc_scale) -> torch.Tensor:
+    """bias_q = round(b / (s_x s_w)) as int32: the bias on the accumulator's own grid."""
+    acc_scale = torch.as_tensor(acc_scale, dtype=torch.float32)
+    return torch.round(bias.to(torch.float32) / acc_scale).to(torch.int32)
+
+
 def requantize(acc: torch.Tensor, multiplier, zero_point: int, qmin: int, qmax: int,
                channel_dim: int = -1) -> torch.Tensor:
     """q = clamp(round_half_even(float32(acc) * M) + zero_point, qmin, qmax) (fbgemm's form).
 
     `multiplier` is a float32 scalar, or one value per output channel along `channel_dim`.
+    acc is the int32 accumulator, or the float32 one with_float_bias made.
     """
-    m = torch.as_tensor(multiplier, dtype=torch.float32)
-    if m.dim() == 1:
-        shape = [1] * acc.dim()
-        shape[channel_dim] = -1
-        m = m.reshape(shape)
-    q = acc.to(torch.float32).mul_(m).round_().add_(zero_point)  # in place: one buffer
+    m = _per_channel(torch.as_tensor(multiplier, dtype=torch.float32), acc.dim(), channel_dim)
+    q = acc.to(torch.float32, copy=True).mul_(m).round_().add_(zero_point)  # in place: one buffer
     return q.clamp_(qmin, qmax)
 
 

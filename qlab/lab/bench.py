@@ -16,7 +16,8 @@ from torch import nn
 from torch.utils import benchmark
 
 import qlab
-from qlab.nn import QTensor, QuantLinear
+from qlab import QTensor
+from qlab.nn import QuantLinear
 
 
 def median_ms(fn, min_run_time: float = 0.5) -> float:
@@ -40,8 +41,7 @@ def bench_linear(m: int = 256, k: int = 1024, n: int = 1024, min_run_time: float
     out_qp = qlab.qparams_from_range(-4.0, 4.0, qlab.uint8)
     ours = QuantLinear.from_float(lin, wqp, out_qp)
     xqp = qlab.qparams_from_range(float(x.min()), float(x.max()), qlab.uint8)
-    xq = QTensor(qlab.quantize(x, xqp), float(xqp.scale), int(xqp.zero_point))
-    ours(xq)  # fixes the input qparams and the int32 bias
+    xq = QTensor.quantize(x, xqp)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         old = torch.backends.quantized.engine

@@ -1,11 +1,11 @@
-"""int8 modules. Static: integer weights and activations with fixed qparams (QuantLinear,
-QuantConv2d, QFunctional, Quantize/DeQuantize). Dynamic: integer weights, activation grid per
-call (DynamicQuantLinear, DynamicQuantLSTM). QAT: float layers that fake-quantize (QATLinear,
-QATConv2d, QATConvBn2d). Between int8 layers flows a QTensor."""
+"""int8 modules. Static: integer weights and activations with fixed output qparams
+(QuantLinear, QuantConv2d, QFunctional, Quantize/DeQuantize). Dynamic: integer weights,
+activation grid per call (DynamicQuantLinear, DynamicQuantLSTM). QAT: float layers that
+fake-quantize (QATLinear, QATConv2d, QATConvBn2d). Between int8 layers flows a qlab.QTensor."""
 
+from ..tensor import QTensor
 from .dynamic import DynamicQuantLinear, DynamicQuantLSTM
 from .qat import QATConv2d, QATConvBn2d, QATLinear
-from .qtensor import QTensor
 from .static import (
     DeQuantize,
     DeQuantStub,

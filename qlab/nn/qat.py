@@ -3,7 +3,9 @@
     y = act_fq( layer(x, weight_fq(w)) )         forward sees the int8 grid, backward uses the STE
 
 QATConvBn2d also folds batch norm while it trains (as torch.ao's ConvBn2d), so the weights the
-int8 model will store are the ones the fake quantizer saw:
+int8 model will store are the ones the fake quantizer saw (one fold for both, qlab.fuse's
+bn_fold_factor: γ·rsqrt(σ² + eps); torch.ao's QAT module divides by sqrt instead, which differs
+in the last bit for about a third of channels):
 
     w_fold = w · γ / σ_running                    fake-quantized
     z      = conv(x, fq(w_fold)) · σ_running / γ  (undo the fold: z ≈ conv(x, w) with quantized w)
@@ -16,13 +18,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..fuse import bn_fold_factor, fold_bn_weights
+from ..qconfig import default_qat_qconfig
+
 
 def _attach_fake_quant(layer: nn.Module, qconfig, relu: bool) -> None:
     """Give a QAT layer its weight and output fake quantizers (default: torch.ao's x86 QAT)."""
     if qconfig is None:
-        from ..convert import default_qat_qconfig
-
         qconfig = default_qat_qconfig
+    layer.qconfig = qconfig
     layer.relu = relu
     layer.weight_fake_quant = qconfig.weight()
     layer.activation_post_process = qconfig.activation()
@@ -110,13 +114,10 @@ class QATConvBn2d(nn.Conv2d):
 
     def _fold_factor(self) -> torch.Tensor:
         """γ / σ_running, one per output channel."""
-        gamma = self.bn.weight if self.bn.weight is not None else torch.ones_like(self.bn.running_var)
-        return gamma / torch.sqrt(self.bn.running_var + self.bn.eps)
+        return bn_fold_factor(self.bn.running_var, self.bn.eps, self.bn.weight)
 
     def folded_weight_bias(self):
         """The eval-mode fold, w·γ/σ and (b − μ)·γ/σ + β: what convert stores as int8."""
-        from ..fuse import fold_bn_weights
-
         return fold_bn_weights(self.weight, self.bias, self.bn.running_mean, self.bn.running_var,
                                self.bn.eps, self.bn.weight, self.bn.bias)
 

@@ -1,11 +1,12 @@
-"""Static int8 modules: integer weights, integer products, fixed activation qparams.
+"""Static int8 modules: integer weights, integer products, output qparams fixed by calibration.
 
-    acc   = sum (q_x - z_x) q_w + bias_q                 int32 (qlab.integer.int_linear / int_conv2d)
-    q_out = clamp(round(acc * M) + z_out, lo, 255)       M = s_x s_w / s_out, lo = z_out with ReLU
+    acc   = sum_k (q_x - z_x) q_w                            int32 (qlab.integer.int_linear / int_conv2d)
+    q_out = clamp(round((acc + b / (s_x s_w)) * M) + z_out, lo, qmax),    M = s_x s_w / s_out
 
-bias_q = round(b / (s_x s_w)) is an int32 that needs the input's scale. An int8 layer learns
-it on its first call (qlab.convert makes that call for you with a calibration example) and
-from then on accepts only inputs with that scale and zero point: its qparams are fixed.
+lo is z_out with a fused ReLU (0.0 is the zero point), else qmin. The input's scale s_x comes
+with the input (a QTensor), as in torch.ao; the bias is added by the module's bias rule:
+"float" as above (fbgemm/x86, torch.ao's numbers) or "int32", round(b / (s_x s_w)) added to
+acc (integer-only hardware). Each module is built complete by `from_float`.
 """
 
 from __future__ import annotations
@@ -13,14 +14,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..integer import float_multiplier, int_conv2d, int_linear, requantize
-from ..ops import quantize
+from ..integer import float_multiplier, int32_bias, int_conv2d, int_linear, requantize, with_float_bias
+from ..ops import dequantize
+from ..qconfig import check_bias_rule
 from ..qparams import QParams
 from ..qtypes import int8, uint8
-from .qtensor import QTensor
-
-ACT_QMIN, ACT_QMAX = uint8.qmin, uint8.qmax  # int8 outputs use the full uint8 grid, as torch
-
+from ..tensor import QTensor
+from .base import Int8Module, expect_features, on_full_grid, placeholder_qparams, quantize_weight
 
 # -- float placeholders: where a model enters and leaves the int8 world -----------------
 
@@ -68,35 +68,6 @@ class FloatFunctional(nn.Module):
 # -- the int8 modules ----------------------------------------------------------------------
 
 
-def _scalar(value, dtype) -> torch.Tensor:
-    return torch.tensor(float(value) if dtype == torch.float32 else int(value), dtype=dtype)
-
-
-class Quantize(nn.Module):
-    """float -> QTensor: q = clamp(round(x / scale) + zero_point, 0, 255)."""
-
-    def __init__(self, scale: float, zero_point: int):
-        super().__init__()
-        self.register_buffer("scale", _scalar(scale, torch.float32))
-        self.register_buffer("zero_point", _scalar(zero_point, torch.int64))
-
-    def forward(self, x: torch.Tensor) -> QTensor:
-        if isinstance(x, QTensor):
-            return x
-        qp = QParams(self.scale, self.zero_point, uint8, ACT_QMIN, ACT_QMAX)
-        return QTensor(quantize(x, qp), float(self.scale), int(self.zero_point))
-
-    def extra_repr(self):
-        return f"scale={float(self.scale):.6g}, zero_point={int(self.zero_point)}"
-
-
-class DeQuantize(nn.Module):
-    """QTensor -> float: x_hat = (q - zero_point) * scale."""
-
-    def forward(self, x):
-        return x.dequantize() if isinstance(x, QTensor) else x
-
-
 def _expect_qtensor(module: nn.Module, x) -> QTensor:
     if not isinstance(x, QTensor):
         got = f"a {x.dtype} tensor" if isinstance(x, torch.Tensor) else type(x).__name__
@@ -107,124 +78,132 @@ def _expect_qtensor(module: nn.Module, x) -> QTensor:
     return x
 
 
-class _QuantWeighted(nn.Module):
-    """Shared by QuantLinear and QuantConv2d: int8 weight, int32 bias, fixed qparams."""
+def _same_grid(a: QParams, b: QParams) -> bool:
+    return (float(a.scale), int(a.zero_point), a.qmin, a.qmax) == (
+        float(b.scale), int(b.zero_point), b.qmin, b.qmax)
 
-    def __init__(self, weight_shape, bias: bool, relu: bool, per_channel: bool):
+
+def _show(qp: QParams) -> str:
+    return f"scale={float(qp.scale):.6g}, zero_point={int(qp.zero_point)}"
+
+
+class Quantize(Int8Module):
+    """float -> QTensor: q = clamp(round(x * (1/scale)) + zero_point, qmin, qmax)."""
+
+    qparams_names = ("output_qparams",)
+
+    def __init__(self, output_qparams: QParams | None = None):
         super().__init__()
-        self.relu = relu
-        n = weight_shape[0]
-        ch = (n,) if per_channel else ()
-        self.register_buffer("weight", torch.zeros(weight_shape, dtype=torch.int8))
-        self.register_buffer("weight_scale", torch.ones(ch, dtype=torch.float32))
-        self.register_buffer("weight_zero_point", torch.zeros(ch, dtype=torch.int64))
-        # float32 until the first call tells the input scale, then int32 (see module doc)
-        self.register_buffer("bias", torch.zeros(n, dtype=torch.float32) if bias else None)
-        self.register_buffer("input_scale", _scalar(float("nan"), torch.float32))
-        self.register_buffer("input_zero_point", _scalar(0, torch.int64))
-        self.register_buffer("scale", _scalar(1.0, torch.float32))
-        self.register_buffer("zero_point", _scalar(0, torch.int64))
+        self.output_qparams = on_full_grid(placeholder_qparams(uint8) if output_qparams is None
+                                           else output_qparams)
 
-    # -- building ------------------------------------------------------------------------
-    def _set_from_float(self, weight: torch.Tensor, bias, weight_qp: QParams, out_qp: QParams):
-        if weight_qp.qdtype != int8 or weight_qp.qmin < -128 or weight_qp.qmax > 127:
-            raise ValueError(f"weights must be quantized to int8, got {weight_qp}")
-        if out_qp.per_channel:
-            raise ValueError("output activations need per-tensor qparams, got per-channel ones")
-        self.weight = quantize(weight.detach().float(), weight_qp, axis=0 if weight_qp.per_channel else None)
-        self.weight_scale = weight_qp.scale.clone()
-        self.weight_zero_point = weight_qp.zero_point.clone()
+    def forward(self, x: torch.Tensor) -> QTensor:
+        return QTensor.quantize(x, self.output_qparams)
+
+    def extra_repr(self):
+        return _show(self.output_qparams)
+
+
+class DeQuantize(nn.Module):
+    """QTensor -> float: x_hat = (q - zero_point) * scale."""
+
+    def forward(self, x):
+        return x.dequantize() if isinstance(x, QTensor) else x
+
+
+class _QuantWeighted(Int8Module):
+    """Shared by QuantLinear and QuantConv2d: integer weight, float bias, fixed output qparams."""
+
+    qparams_names = ("weight_qparams", "output_qparams")
+
+    def __init__(self, weight_shape, bias: bool, relu: bool, bias_rule: str):
+        super().__init__()
+        self.relu, self.bias_rule = relu, check_bias_rule(bias_rule)
+        self.register_buffer("weight", torch.zeros(weight_shape, dtype=torch.int8))
+        self.register_buffer("bias", torch.zeros(weight_shape[0]) if bias else None)
+        self.weight_qparams = placeholder_qparams(int8)
+        self.output_qparams = placeholder_qparams(uint8)
+
+    def _set(self, weight, bias, weight_qp: QParams, output_qp: QParams):
+        if output_qp.per_channel or output_qp.qdtype.signed:
+            raise ValueError(f"output activations need per-tensor qparams on an unsigned grid, "
+                             f"got {output_qp}")
+        self.weight = quantize_weight(weight, weight_qp)
         if bias is not None:
             self.bias = bias.detach().float().clone()
-        self.scale = out_qp.scale.clone().reshape(())
-        self.zero_point = out_qp.zero_point.clone().reshape(())
+        self.weight_qparams, self.output_qparams = weight_qp, on_full_grid(output_qp)
 
     @property
-    def weight_qparams(self) -> QParams:
-        return QParams(self.weight_scale, self.weight_zero_point, int8, -128, 127,
-                       axis=0 if self.weight_scale.dim() == 1 else None)
+    def scale(self) -> float:
+        return float(self.output_qparams.scale)
+
+    @property
+    def zero_point(self) -> int:
+        return int(self.output_qparams.zero_point)
 
     def dequantized_weight(self) -> torch.Tensor:
-        """The float weight the int8 one stands for: (q_w - z_w) * s_w."""
-        from ..ops import dequantize
-
+        """The float weight the integer one stands for: (q_w - z_w) * s_w."""
         return dequantize(self.weight, self.weight_qparams)
 
-    @property
-    def bound(self) -> bool:
-        return not torch.isnan(self.input_scale)
+    def accumulator_scale(self, input_qp: QParams) -> torch.Tensor:
+        """float32(s_x * s_w): the float value of one unit of the int32 accumulator."""
+        return input_qp.scale.to(torch.float32) * self.weight_qparams.scale
 
-    def bind_input(self, scale: float, zero_point: int) -> None:
-        """Fix the input qparams and turn the bias into int32: bias_q = round(b / (s_x s_w))."""
-        s_x = torch.tensor(scale, dtype=torch.float32)
-        if self.bound:
-            if s_x != self.input_scale or zero_point != int(self.input_zero_point):
-                raise ValueError(
-                    f"{type(self).__name__} has fixed input qparams (scale="
-                    f"{float(self.input_scale):.6g}, zero_point={int(self.input_zero_point)}) "
-                    f"but got scale={scale:.6g}, zero_point={zero_point}"
-                )
-            return
-        if self.bias is not None:
-            self.bias = torch.round(self.bias / (s_x * self.weight_scale)).to(torch.int32)
-        self.input_scale = s_x
-        self.input_zero_point = _scalar(zero_point, torch.int64)
+    def int32_bias(self, input_qp: QParams) -> torch.Tensor | None:
+        """The int32 bias of the "int32" rule for inputs on input_qp: round(b / (s_x s_w))."""
+        return None if self.bias is None else int32_bias(self.bias, self.accumulator_scale(input_qp))
 
-    def multiplier(self) -> torch.Tensor:
-        """M = float32(s_x * s_w) / s_out, per output channel when the weight is."""
-        return float_multiplier(self.input_scale, self.weight_scale, self.scale)
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        self._w_sum = None  # cached weight row sums: recomputed from the loaded weight
-        for name in ("weight_scale", "weight_zero_point", "bias"):
-            if prefix + name in state_dict and getattr(self, name) is not None:
-                setattr(self, name, torch.empty_like(state_dict[prefix + name]))
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-    def _requantize(self, acc: torch.Tensor, channel_dim: int) -> QTensor:
-        if self.bias is not None:
+    def _requantize(self, acc: torch.Tensor, input_qp: QParams, channel_dim: int) -> QTensor:
+        acc_scale = self.accumulator_scale(input_qp)
+        if self.bias is not None and self.bias_rule == "float":
+            acc = with_float_bias(acc, self.bias, acc_scale, channel_dim)
+        elif self.bias is not None:
             shape = [1] * acc.dim()
             shape[channel_dim] = -1
-            acc += self.bias.reshape(shape)
-        zp = int(self.zero_point)
-        lo = zp if self.relu else ACT_QMIN
-        q = requantize(acc, self.multiplier(), zp, lo, ACT_QMAX, channel_dim=channel_dim)
-        return QTensor(q.to(torch.uint8), float(self.scale), zp)
+            acc = acc + int32_bias(self.bias, acc_scale).reshape(shape)
+        out = self.output_qparams
+        lo = int(out.zero_point) if self.relu else out.qmin
+        m = float_multiplier(input_qp.scale, self.weight_qparams.scale, out.scale)
+        q = requantize(acc, m, int(out.zero_point), lo, out.qmax, channel_dim=channel_dim)
+        return QTensor(q.to(out.qdtype.storage), out)
 
-    def _check_bound(self):
-        if self.bias is not None and self.bias.dtype != torch.int32:
-            raise RuntimeError(f"{type(self).__name__}: bias not yet quantized; call bind_input")
+    def _extra(self) -> str:
+        return (f"relu={self.relu}, per_channel={self.weight_qparams.per_channel}, "
+                f"bias_rule={self.bias_rule!r}, {_show(self.output_qparams)}")
 
 
 class QuantLinear(_QuantWeighted):
-    """int8 Linear: y_q = requantize(sum_k (x_q - z_x) w_q + bias_q), via torch._int_mm."""
+    """int8 Linear: y_q = requantize(sum_k (x_q - z_x)(w_q - z_w) + bias), via torch._int_mm."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
-                 relu: bool = False, per_channel: bool = True):
-        super().__init__((out_features, in_features), bias, relu, per_channel)
+                 relu: bool = False, bias_rule: str = "float"):
+        super().__init__((out_features, in_features), bias, relu, bias_rule)
         self.in_features, self.out_features = in_features, out_features
+        self._weight_sum = None  # (weight version it was computed from, sum_k w_q)
 
     @classmethod
     def from_float(cls, linear: nn.Linear, weight_qp: QParams, output_qp: QParams,
-                   relu: bool = False) -> QuantLinear:
-        m = cls(linear.in_features, linear.out_features, linear.bias is not None, relu,
-                weight_qp.per_channel)
-        m._set_from_float(linear.weight, linear.bias, weight_qp, output_qp)
+                   relu: bool = False, bias_rule: str = "float") -> QuantLinear:
+        m = cls(linear.in_features, linear.out_features, linear.bias is not None, relu, bias_rule)
+        m._set(linear.weight, linear.bias, weight_qp, output_qp)
         return m
+
+    def weight_sum(self) -> torch.Tensor:
+        """sum_k w_q[n, k] in int32, cached: the zero-point correction int_linear needs."""
+        key = (id(self.weight), self.weight._version)
+        if self._weight_sum is None or self._weight_sum[0] != key:
+            self._weight_sum = (key, self.weight.to(torch.int32).sum(1))
+        return self._weight_sum[1]
 
     def forward(self, x) -> QTensor:
         x = _expect_qtensor(self, x)
-        self.bind_input(x.scale, x.zero_point)
-        if getattr(self, "_w_sum", None) is None or self._w_sum_of is not self.weight:
-            self._w_sum, self._w_sum_of = self.weight.to(torch.int32).sum(1), self.weight
-        acc = int_linear(x.int_repr, x.zero_point, self.weight, self.weight_zero_point,
-                         self._w_sum)
-        return self._requantize(acc, channel_dim=-1)
+        expect_features(self, x, self.in_features, "int8 input")
+        acc = int_linear(x.int_repr, x.zero_point, self.weight, self.weight_qparams.zero_point,
+                         self.weight_sum())
+        return self._requantize(acc, x.qparams, channel_dim=-1)
 
     def extra_repr(self):
-        return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"relu={self.relu}, per_channel={self.weight_scale.dim() == 1}, "
-                f"scale={float(self.scale):.6g}, zero_point={int(self.zero_point)}")
+        return f"in_features={self.in_features}, out_features={self.out_features}, {self._extra()}"
 
 
 class QuantConv2d(_QuantWeighted):
@@ -232,16 +211,17 @@ class QuantConv2d(_QuantWeighted):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
                  dilation=1, groups: int = 1, bias: bool = True, relu: bool = False,
-                 per_channel: bool = True):
+                 bias_rule: str = "float"):
         kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
-        super().__init__((out_channels, in_channels // groups, kh, kw), bias, relu, per_channel)
+        super().__init__((out_channels, in_channels // groups, kh, kw), bias, relu, bias_rule)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.padding = (kh, kw), stride, padding
         self.dilation, self.groups = dilation, groups
 
     @classmethod
     def from_float(cls, conv: nn.Conv2d, weight_qp: QParams, output_qp: QParams,
-                   relu: bool = False) -> QuantConv2d:
+                   relu: bool = False, bias_rule: str = "float", weight_bias=None) -> QuantConv2d:
+        """weight_bias: the float (weight, bias) to store, if not conv's own (a folded QAT conv)."""
         if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
             raise ValueError(
                 f"QuantConv2d supports zero padding given as numbers, got "
@@ -249,43 +229,49 @@ class QuantConv2d(_QuantWeighted):
             )
         if bool((weight_qp.zero_point != 0).any()):
             raise ValueError("QuantConv2d needs symmetric weights (zero point 0)")
+        weight, bias = weight_bias if weight_bias is not None else (conv.weight, conv.bias)
         m = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                conv.dilation, conv.groups, conv.bias is not None, relu, weight_qp.per_channel)
-        m._set_from_float(conv.weight, conv.bias, weight_qp, output_qp)
+                conv.dilation, conv.groups, bias is not None, relu, bias_rule)
+        m._set(weight, bias, weight_qp, output_qp)
         return m
 
     def forward(self, x) -> QTensor:
         x = _expect_qtensor(self, x)
-        self.bind_input(x.scale, x.zero_point)
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"QuantConv2d expects input of shape (N, {self.in_channels}, H, W), "
+                             f"got {tuple(x.shape)}")
         acc = int_conv2d(x.int_repr, x.zero_point, self.weight, self.stride, self.padding,
                          self.dilation, self.groups)
-        return self._requantize(acc, channel_dim=1)
+        return self._requantize(acc, x.qparams, channel_dim=1)
 
     def extra_repr(self):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"stride={self.stride}, padding={self.padding}, groups={self.groups}, "
-                f"relu={self.relu}, per_channel={self.weight_scale.dim() == 1}, "
-                f"scale={float(self.scale):.6g}, zero_point={int(self.zero_point)}")
+                f"stride={self.stride}, padding={self.padding}, groups={self.groups}, {self._extra()}")
 
 
-class QFunctional(nn.Module):
+class QFunctional(Int8Module):
     """int8 add / add_relu / mul / cat with fixed output qparams.
 
-    add:  q = clamp(round(((q_a - z_a) s_a + (q_b - z_b) s_b) / s) + z)   (float32, as torch)
+    add:  q = quantize((q_a - z_a) s_a + (q_b - z_b) s_b)   (float32, as torch)
     cat:  every input is requantized to the output grid, then the integers are concatenated.
+
+    output_qparams is None when the FloatFunctional it replaces never ran during calibration
+    (e.g. a MobileNetV2 block without a skip connection); calling it then is an error.
     """
 
-    def __init__(self, scale: float = 1.0, zero_point: int = 0):
+    qparams_names = ("output_qparams",)
+
+    def __init__(self, output_qparams: QParams | None = None):
         super().__init__()
-        self.register_buffer("scale", _scalar(scale, torch.float32))
-        self.register_buffer("zero_point", _scalar(zero_point, torch.int64))
+        self.output_qparams = None if output_qparams is None else on_full_grid(output_qparams)
 
     def _out(self, y: torch.Tensor, relu: bool = False) -> QTensor:
-        zp = int(self.zero_point)
-        inv = torch.tensor(1.0, dtype=torch.float32) / self.scale
-        q = torch.round(y * inv) + zp
-        q = q.clamp(zp if relu else ACT_QMIN, ACT_QMAX)
-        return QTensor(q.to(torch.uint8), float(self.scale), zp)
+        qp = self.output_qparams
+        if qp is None:
+            raise RuntimeError("this QFunctional has no output qparams: the FloatFunctional it "
+                               "replaces was never called during calibration")
+        q = QTensor.quantize(y, qp)
+        return q._like(q.int_repr.clamp(min=int(qp.zero_point))) if relu else q
 
     def add(self, a, b) -> QTensor:
         a, b = _expect_qtensor(self, a), _expect_qtensor(self, b)
@@ -301,14 +287,13 @@ class QFunctional(nn.Module):
 
     def cat(self, xs, dim: int = 0) -> QTensor:
         xs = [_expect_qtensor(self, x) for x in xs]
-        same = all(x.scale == float(self.scale) and x.zero_point == int(self.zero_point) for x in xs)
-        if same:
-            return QTensor(torch.cat([x.int_repr for x in xs], dim), float(self.scale),
-                           int(self.zero_point))
+        qp = self.output_qparams
+        if qp is not None and all(_same_grid(x.qparams, qp) for x in xs):
+            return QTensor(torch.cat([x.int_repr for x in xs], dim), qp)
         return self._out(torch.cat([x.dequantize() for x in xs], dim))
 
     def forward(self, x):
         raise RuntimeError("QFunctional is not called directly; use .add, .cat, .mul, .add_relu")
 
     def extra_repr(self):
-        return f"scale={float(self.scale):.6g}, zero_point={int(self.zero_point)}"
+        return "never calibrated" if self.output_qparams is None else _show(self.output_qparams)

@@ -1,11 +1,11 @@
-"""QTensor: what flows between int8 modules — integers plus the scale and zero point.
+"""QTensor: what flows between int8 modules, integers plus their QParams.
 
-    x ≈ (int_repr - zero_point) * scale        int_repr: uint8 (or int8) storage
+    x ≈ (int_repr - zero_point) * scale          int_repr: uint8 (or int8) storage
 
 A QTensor is not a float tensor in disguise: it holds only the integers. The few torch
-functions an int8 model calls between its int8 layers work on it directly (they never
-change the qparams): relu, max_pool2d, adaptive_avg_pool2d, flatten/reshape/view, dropout
-in eval, add and cat through qlab.nn.QFunctional. Anything else raises a TypeError that
+functions an int8 model calls between its int8 layers work on it directly, and never change
+the qparams: relu, max_pool2d, adaptive_avg_pool2d, flatten/reshape/view and dropout in
+eval (add and cat go through qlab.nn.QFunctional). Anything else raises a TypeError that
 says to dequantize first.
 """
 
@@ -14,24 +14,38 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..integer import requantize
+from .ops import dequantize, quantize
+from .qparams import QParams
 
 
 class QTensor:
     """An integer tensor with per-tensor qparams: x ≈ (int_repr - zero_point) * scale."""
 
-    def __init__(self, int_repr: torch.Tensor, scale: float, zero_point: int,
-                 qmin: int = 0, qmax: int = 255):
-        if int_repr.is_floating_point():
-            raise TypeError(f"int_repr must be an integer tensor, got {int_repr.dtype}")
-        self.int_repr, self.scale, self.zero_point = int_repr, float(scale), int(zero_point)
-        self.qmin, self.qmax = int(qmin), int(qmax)
+    def __init__(self, int_repr: torch.Tensor, qparams: QParams):
+        if not isinstance(int_repr, torch.Tensor) or int_repr.is_floating_point():
+            got = int_repr.dtype if isinstance(int_repr, torch.Tensor) else type(int_repr).__name__
+            raise TypeError(f"int_repr must be an integer tensor (from qlab.quantize), got {got}")
+        if not isinstance(qparams, QParams) or qparams.per_channel:
+            raise TypeError(f"qparams must be per-tensor QParams (activations have one scale), "
+                            f"got {qparams!r}")
+        self.int_repr, self.qparams = int_repr, qparams
 
-    # -- what a student reads off it ---------------------------------------------------
+    @classmethod
+    def quantize(cls, x: torch.Tensor, qparams: QParams) -> QTensor:
+        """The QTensor of float x on the grid of `qparams` (qlab.quantize)."""
+        return cls(quantize(x, qparams), qparams)
+
     def dequantize(self) -> torch.Tensor:
-        """x_hat = (q - zero_point) * scale, float32 (as torch's dequantize)."""
-        scale = torch.tensor(self.scale, dtype=torch.float32)
-        return (self.int_repr.to(torch.int32) - self.zero_point).to(torch.float32) * scale
+        """x_hat = (q - zero_point) * scale, float32 (qlab.dequantize)."""
+        return dequantize(self.int_repr, self.qparams)
+
+    @property
+    def scale(self) -> float:
+        return float(self.qparams.scale)
+
+    @property
+    def zero_point(self) -> int:
+        return int(self.qparams.zero_point)
 
     @property
     def shape(self) -> torch.Size:
@@ -51,7 +65,7 @@ class QTensor:
         return self.int_repr.numel()
 
     def _like(self, int_repr: torch.Tensor) -> QTensor:
-        return QTensor(int_repr, self.scale, self.zero_point, self.qmin, self.qmax)
+        return QTensor(int_repr, self.qparams)
 
     # -- shape methods: the integers move, the qparams stay -----------------------------
     def flatten(self, start_dim: int = 0, end_dim: int = -1) -> QTensor:
@@ -114,6 +128,8 @@ def q_adaptive_avg_pool2d(x: QTensor, output_size) -> QTensor:
 
     As torch's quantized kernel: an int32 sum, then a float multiplier 1/n, half to even.
     """
+    from .integer import requantize
+
     out_size = output_size if isinstance(output_size, (tuple, list)) else (output_size,) * 2
     h, w = x.int_repr.shape[-2:]
     oh = h if out_size[0] is None else out_size[0]
@@ -128,7 +144,7 @@ def q_adaptive_avg_pool2d(x: QTensor, output_size) -> QTensor:
             acc = q[..., h0:h1, w0:w1].sum((-2, -1))
             n = (h1 - h0) * (w1 - w0)
             mult = torch.tensor(1.0, dtype=torch.float32) / n
-            cols.append(requantize(acc, mult, x.zero_point, x.qmin, x.qmax))
+            cols.append(requantize(acc, mult, x.zero_point, x.qparams.qmin, x.qparams.qmax))
         rows.append(torch.stack(cols, -1))
     return x._like(torch.stack(rows, -2).to(x.int_repr.dtype))
 

@@ -1,0 +1,115 @@
+"""QConfig: how to observe a layer, and the defaults (the names mirror torch.ao's).
+
+A QConfig holds two factories, one for the observer of a layer's output (activation) and
+one for its weight, and the bias rule the int8 layer will use:
+
+    activation: an unsigned per-tensor grid (uint8: 0..255, or 0..127 with reduce_range)
+    weight:     a signed symmetric grid, per-tensor or per output channel (axis 0)
+    bias:       "float" (fbgemm/x86: float bias added to the accumulator, as torch.ao)
+                or "int32" (integer-only hardware: the bias rounded onto the s_x·s_w grid)
+
+For QAT the factories make FakeQuantize modules (an observer that also fake-quantizes).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Callable
+
+from torch import nn
+
+from .fake_quant import FakeQuantize
+from .observers import HistogramObserver, MinMaxObserver, MovingAverageMinMaxObserver, Observer
+from .qtypes import int8, uint8
+
+BIAS_RULES = ("float", "int32")
+
+
+@dataclass(frozen=True)
+class QConfig:
+    """Factories for the activation and the weight observer (or FakeQuantize), and the bias rule."""
+
+    activation: Callable[[], nn.Module]
+    weight: Callable[[], nn.Module]
+    bias: str = "float"
+
+    def __post_init__(self):
+        check_bias_rule(self.bias)
+        for role in ("activation", "weight"):
+            inner = _make_observer(role, getattr(self, role))
+            q = inner.qdtype
+            if role == "activation" and (q.signed or q.bits > 8 or inner.axis is not None):
+                raise ValueError(
+                    f"QConfig.activation must observe an unsigned per-tensor grid of at most 8 bits "
+                    f"(e.g. qdtype=qlab.uint8, axis=None), got qdtype={q!r}, axis={inner.axis}"
+                )
+            if role == "weight" and (not q.signed or q.bits > 8 or not inner.symmetric
+                                     or inner.axis not in (None, 0)):
+                raise ValueError(
+                    f"QConfig.weight must observe a signed symmetric grid of at most 8 bits, "
+                    f"per-tensor or along axis 0 (e.g. qdtype=qlab.int8, symmetric=True), got "
+                    f"qdtype={q!r}, symmetric={inner.symmetric}, axis={inner.axis}"
+                )
+
+
+def check_bias_rule(rule) -> str:
+    if rule not in BIAS_RULES:
+        raise ValueError(f"bias rule must be one of {BIAS_RULES}, got {rule!r}")
+    return rule
+
+
+def _make_observer(role: str, factory) -> Observer:
+    """Call the factory once to check that it makes a qlab observer (or FakeQuantize)."""
+    if isinstance(factory, nn.Module) or not callable(factory):
+        raise TypeError(
+            f"QConfig.{role} must be a factory that makes an observer (a class or "
+            f"functools.partial, e.g. MinMaxObserver or FakeQuantize.with_args(...)), not "
+            f"{factory!r}; each layer gets its own observer from it"
+        )
+    obs = factory()
+    inner = obs.activation_post_process if isinstance(obs, FakeQuantize) else obs
+    if not isinstance(inner, Observer):
+        raise TypeError(f"QConfig.{role} must make a qlab observer or FakeQuantize, "
+                        f"got {type(obs).__name__}")
+    return inner
+
+
+_with = functools.partial
+#: torch.ao's x86 default: histogram activations on 0..127 (reduce_range), per-channel int8 weights.
+default_qconfig = QConfig(
+    activation=_with(HistogramObserver, qdtype=uint8, reduce_range=True),
+    weight=_with(MinMaxObserver, qdtype=int8, symmetric=True, axis=0),
+)
+#: Min-max activations: fast and simple (the tests' choice, with torch.ao's MinMaxObserver).
+minmax_qconfig = QConfig(
+    activation=_with(MinMaxObserver, qdtype=uint8, reduce_range=True),
+    weight=_with(MinMaxObserver, qdtype=int8, symmetric=True, axis=0),
+)
+#: torch.ao's x86 QAT default: moving-average min-max fake-quant, per-channel int8 weights.
+default_qat_qconfig = QConfig(
+    activation=FakeQuantize.with_args(observer=MovingAverageMinMaxObserver, qdtype=uint8,
+                                      reduce_range=True),
+    weight=FakeQuantize.with_args(observer=MovingAverageMinMaxObserver, qdtype=int8,
+                                  symmetric=True, axis=0),
+)
+
+_BACKENDS = ("x86", "fbgemm")
+
+
+def _check_backend(backend: str) -> None:
+    if backend not in _BACKENDS:
+        raise ValueError(f"backend must be one of {_BACKENDS} (the int8 kernels qlab matches), "
+                         f"got {backend!r}")
+
+
+def get_default_qconfig(backend: str = "x86") -> QConfig:
+    """torch.ao.quantization.get_default_qconfig(backend) in qlab's terms."""
+    _check_backend(backend)
+    return default_qconfig
+
+
+def get_default_qat_qconfig(backend: str = "x86") -> QConfig:
+    """torch.ao.quantization.get_default_qat_qconfig(backend) in qlab's terms."""
+    _check_backend(backend)
+    return default_qat_qconfig

@@ -45,8 +45,8 @@ class QParams:
     axis: int | None = None
 
     def __post_init__(self):
-        self.scale = _as_param(self.scale, "scale", float, torch.float32)
-        self.zero_point = _as_param(self.zero_point, "zero_point", int, torch.int64)
+        self.scale = _as_param(self.scale, "scale", torch.float32)
+        self.zero_point = _as_param(self.zero_point, "zero_point", torch.int64)
         _check(self)
 
     @property
@@ -64,16 +64,21 @@ class QParams:
         )
 
 
-def _as_param(value, name: str, number: type, dtype: torch.dtype) -> torch.Tensor:
+def _as_param(value, name: str, dtype: torch.dtype) -> torch.Tensor:
     """A QParams field as a tensor of `dtype`: a plain number becomes a 0-d tensor."""
-    if isinstance(value, number) and not isinstance(value, bool):
+    floating = dtype.is_floating_point
+    numbers = (int, float) if floating else (int,)
+    if isinstance(value, numbers) and not isinstance(value, bool):
         return torch.tensor(value, dtype=dtype)
-    kind = "float" if dtype.is_floating_point else "integer"
-    if not isinstance(value, torch.Tensor) or value.dtype == torch.bool:
-        got = value.dtype if isinstance(value, torch.Tensor) else type(value).__name__
-        raise TypeError(f"QParams {name} must be a {number.__name__} or a {kind} tensor, got {got}")
-    if value.is_floating_point() != dtype.is_floating_point or value.is_complex():
-        raise TypeError(f"QParams {name} must be a {kind} tensor, got dtype {value.dtype}")
+    if (
+        not isinstance(value, torch.Tensor)
+        or value.dtype == torch.bool
+        or value.is_complex()
+        or value.is_floating_point() != floating
+    ):
+        allowed = "a number or a float tensor" if floating else "an int or an integer tensor"
+        got = f"dtype {value.dtype}" if isinstance(value, torch.Tensor) else type(value).__name__
+        raise TypeError(f"QParams {name} must be {allowed}, got {got}")
     return value.to(dtype)
 
 

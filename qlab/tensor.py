@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .integer import requantize
 from .ops import dequantize, quantize
 from .qparams import QParams
 
@@ -128,8 +129,6 @@ def q_adaptive_avg_pool2d(x: QTensor, output_size) -> QTensor:
 
     As torch's quantized kernel: an int32 sum, then a float multiplier 1/n, half to even.
     """
-    from .integer import requantize
-
     out_size = output_size if isinstance(output_size, (tuple, list)) else (output_size,) * 2
     h, w = x.int_repr.shape[-2:]
     oh = h if out_size[0] is None else out_size[0]

@@ -161,18 +161,19 @@ class Observer(nn.Module):
         observer's grow from 0-d to one value per channel when data arrives."""
         here = self._layout()
         saved = state_dict.get(prefix + "_extra_state", here)
+        where = f"{prefix.rstrip('.')}: " if prefix else ""
         if saved != here:
             raise ValueError(
-                f"cannot load the state of {_describe(saved)} into {_describe(here)}: an "
+                f"{where}cannot load the state of {_describe(saved)} into {_describe(here)}: an "
                 "observer's recorded state only loads into an observer with the same class, axis and bins"
             )
         buffers = {n: state_dict[prefix + n] for n in self._buffers if prefix + n in state_dict}
-        self._check_state_shapes({n: tuple(t.shape) for n, t in buffers.items()})
+        self._check_state_shapes({n: tuple(t.shape) for n, t in buffers.items()}, where)
         for name, t in buffers.items():
             setattr(self, name, torch.empty_like(t))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def _check_state_shapes(self, shapes: dict) -> None:
+    def _check_state_shapes(self, shapes: dict, where: str = "") -> None:
         """A clear error at load time, instead of a reshape error at qparams() later."""
         channels = shapes.get("min_val", ())
         channels_ok = channels == () or (self.axis is not None and len(channels) == 1)
@@ -180,7 +181,7 @@ class Observer(nn.Module):
         if not channels_ok or any(shapes[n] != expected[n] for n in shapes if n in expected):
             kind = "0-d" if self.axis is None else "1-d, one value per channel (0-d before any data)"
             raise ValueError(
-                f"cannot load buffers of shapes {shapes} into {_describe(self._layout())}: its "
+                f"{where}cannot load buffers of shapes {shapes} into {_describe(self._layout())}: its "
                 f"min_val and max_val are {kind}, and its buffers must have the shapes {expected}"
             )
 

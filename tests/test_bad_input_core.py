@@ -147,6 +147,8 @@ def test_qparams_scale_and_zero_point_same_shape():
 def test_qparams_axis_must_be_an_int(axis):
     with pytest.raises(TypeError, match="axis must be None .per-tensor. or an int"):
         QParams(torch.ones(3), torch.zeros(3, dtype=torch.int64), qlab.int8, -128, 127, axis)
+    with pytest.raises(TypeError, match="axis must be None .per-tensor. or an int"):
+        qlab.qparams_from_range(-torch.ones(3), torch.ones(3), axis=axis)
 
 
 def test_qparams_per_tensor_takes_no_axis():
@@ -281,6 +283,12 @@ def test_state_shape_mismatch_fails_at_load():
     match = r"into MinMaxObserver\(axis=None\): its min_val and max_val are 0-d"
     with pytest.raises(ValueError, match=match):
         MinMaxObserver().load_state_dict(state)
+
+
+def test_state_error_names_the_submodule():
+    state = torch.nn.Sequential(MinMaxObserver(axis=0)).state_dict()
+    with pytest.raises(ValueError, match=r"^0: cannot load the state of MinMaxObserver\(axis=0\)"):
+        torch.nn.Sequential(MinMaxObserver()).load_state_dict(state)
 
 
 def test_state_with_the_same_settings_loads():

@@ -11,7 +11,8 @@ Symmetric, centred on 0:
     zero_point = 0 for a signed grid, the grid's middle for an unsigned one
 
 scale is never below eps (float32 eps, as PyTorch), so a zero-width range still works.
-Everything is computed in float32 with round-half-to-even, exactly as torch.ao's observers.
+Everything is computed in float32 with round-half-to-even, exactly as torch.ao's observers;
+a range whose scale would not fit float32 (wider than 3.4e38) is refused with a clear error.
 """
 
 from __future__ import annotations
@@ -32,9 +33,11 @@ class QParams:
     """Quantization parameters: x ≈ (q - zero_point) * scale, q in [qmin, qmax].
 
     Per-tensor when scale is 0-d; per-channel along `axis` (None means 0) when scale is 1-d.
-    Checked when built (see `_check`), so a hand-built QParams cannot silently flip signs,
-    saturate everything or wrap around its storage dtype. Plain numbers are accepted for
-    scale (-> 0-d float32) and zero_point (-> 0-d int64).
+    Made by qparams_from_range, or by hand: plain numbers become 0-d tensors, scale becomes
+    float32 and zero_point int64. Checked when built (`_check`): the grid lies inside qdtype's,
+    zero points lie on it, scales are > 0 and every level (q - zero_point) * scale fits
+    float32. So a hand-built QParams cannot flip signs, saturate everything or wrap around
+    its storage dtype.
     """
 
     scale: torch.Tensor  # float32, 0-d or 1-d

@@ -36,3 +36,30 @@ def test_switches_and_ste():
     assert torch.equal(fq.qparams().scale, before)
     with pytest.raises(TypeError, match="qlab Observer"):
         FakeQuantize(observer=torch.nn.Identity)
+
+
+def test_bad_switches_and_observer_instances_are_clear_errors():
+    fq = FakeQuantize(qdtype=qlab.uint8)
+    with pytest.raises(TypeError, match="enable_observer takes True or False, got 'no'"):
+        fq.enable_observer("no")
+    with pytest.raises(TypeError, match="enable_fake_quant takes True or False"):
+        fq.enable_fake_quant(1)
+    with pytest.raises(TypeError, match=r"an observer class or factory.*not an instance"):
+        FakeQuantize(observer=MovingAverageMinMaxObserver())
+
+
+def test_frozen_observer_keeps_its_qparams_without_searching_again(monkeypatch):
+    fq = FakeQuantize(observer=qlab.observers.HistogramObserver, qdtype=qlab.uint8)
+    fq(torch.randn(1000))
+    fq.disable_observer()
+    calls = []
+    original = qlab.observers.HistogramObserver.qparams
+    monkeypatch.setattr(qlab.observers.HistogramObserver, "qparams",
+                        lambda self: calls.append(1) or original(self))
+    for _ in range(5):
+        fq(torch.randn(100))
+    assert len(calls) <= 1
+    fq.enable_observer()
+    fq(torch.randn(100))
+    fq(torch.randn(100))
+    assert len(calls) >= 3  # observing again: the grid follows the data every step

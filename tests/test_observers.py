@@ -310,7 +310,7 @@ def test_vectorised_kl_equals_the_loop(seed, bins, bits):
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_entropy_against_naive_kl(seed):
+def test_entropy_search_curve_against_the_loop(seed):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(3000, generator=g) * (1 + seed)
     x[:4] *= 6

@@ -16,6 +16,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from reference import TORCH_DTYPE
 from torch.ao import quantization as tq
 
 import qlab
@@ -32,7 +33,6 @@ from qlab.observers import (
     kl_divergence_loop,
 )
 
-TORCH_DTYPE = {qlab.uint8: torch.quint8, qlab.int8: torch.qint8}
 ALL = [
     MinMaxObserver,
     MovingAverageMinMaxObserver,

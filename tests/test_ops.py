@@ -4,11 +4,11 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reference import TORCH_DTYPE
 
 import qlab
 
 N = 100_000
-TORCH_DTYPE = {qlab.uint8: torch.quint8, qlab.int8: torch.qint8}
 
 
 def parity_inputs(qp: qlab.QParams, n: int = N) -> torch.Tensor:

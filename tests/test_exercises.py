@@ -149,3 +149,91 @@ def test_moving_average_rejects_with_its_own_hint(fn, words, capsys):
     for w in words:
         assert w in out, f"{w!r} missing from:\n{out}"
     assert (GENERIC in out) == (GENERIC in words[-1])  # a recognised mistake gets its own hint
+
+
+# ---------------------------------------------------------------------- check_multiplier
+
+
+def check_multiplier(fn):
+    from qlab.lab.exercises import check_multiplier as check
+
+    return check(fn)
+
+
+def multiplier_ok(m):
+    import math
+
+    q, e = math.frexp(m)
+    m0 = round(q * 2**31)
+    if m0 == 2**31:  # q rounded up to 1.0
+        m0, e = m0 // 2, e + 1
+    return m0, -e
+
+
+def multiplier_numpy_ints(m):
+    import numpy as np
+
+    m0, shift = multiplier_ok(m)
+    return np.int64(m0), torch.tensor(shift)
+
+
+@pytest.mark.parametrize("fn", [multiplier_ok, multiplier_numpy_ints, qlab.integer.quantize_multiplier])
+def test_multiplier_accepts_correct(fn, capsys):
+    assert check_multiplier(fn) is True
+    out = capsys.readouterr().out
+    assert out.startswith("✅ ") and "2**31 carry" in out
+
+
+def frexp_parts(m):
+    import math
+
+    return math.frexp(m)
+
+
+MULTIPLIER_MISTAKES = {
+    "not_normalised": (lambda m: (round(m * 2**31), 0),
+                       ["normalised into [2**30, 2**31)", "expected (M0, shift) = (1696777188, 6)",
+                        "got (26512144, 0)"]),
+    "sign_flipped": (lambda m: (multiplier_ok(m)[0], -multiplier_ok(m)[1]),
+                     ["wrong sign", "shift = -e", "got (1696777188, -6)"]),
+    "truncates": (lambda m: (int(frexp_parts(m)[0] * 2**31), -frexp_parts(m)[1]),
+                  ["truncation", "got (1696777187, 6)"]),
+    "no_carry": (lambda m: (round(frexp_parts(m)[0] * 2**31), -frexp_parts(m)[1]),
+                 ["rounds up to 2**31", "does not fit an int32", "halve M0", "got (2147483648, 4)"]),
+    "floats": (lambda m: (frexp_parts(m)[0] * 2**31, -frexp_parts(m)[1]),
+               ["types (float, int)", "must be integers"]),
+    "stub": (lambda m: (_ for _ in ()).throw(NotImplementedError("write me")),
+             ["raised NotImplementedError: write me", "replace the `raise`"]),
+    "none": (lambda m: None, ["returned NoneType (did you forget `return`?)"]),
+    "one_value": (lambda m: m, ["returned float", "tuple of two integers"]),
+    "off": (lambda m: (multiplier_ok(m)[0] + 3, multiplier_ok(m)[1]),
+            ["M0 * 2**-31 * 2**-shift must equal M"]),
+}
+
+
+@pytest.mark.parametrize("mistake", list(MULTIPLIER_MISTAKES))
+def test_multiplier_rejects_with_its_own_hint(mistake, capsys):
+    fn, words = MULTIPLIER_MISTAKES[mistake]
+    assert check_multiplier(fn) is False  # and it did not raise
+    out = capsys.readouterr().out
+    assert out.startswith("❌ ")
+    for w in words:
+        assert w in out, f"{w!r} missing from:\n{out}"
+    hints = ["normalised into", "wrong sign", "truncation", "does not fit an int32",
+             "must be integers", "replace the `raise`", "must equal M"]
+    assert sum(h in out for h in hints) <= 1  # one diagnosis, not a list of guesses
+
+
+def test_multiplier_cases_cover_the_edges():
+    """The checker's cases include M >= 1 (a left shift), a rounding case, and the carry."""
+    import math
+
+    from qlab.integer import quantize_multiplier
+    from qlab.lab.exercises import _multiplier_cases
+
+    results = [(m, quantize_multiplier(m)) for _, m in _multiplier_cases()]
+    assert any(shift < 0 for _, (_, shift) in results)
+    assert any(m0 == 2**30 and math.frexp(m)[0] > 0.75 for m, (m0, _) in results)  # the carry
+    assert any(int(math.frexp(m)[0] * 2**31) != m0 for m, (m0, _) in results)  # rounding matters
+    for m, (m0, shift) in results:
+        assert 2**30 <= m0 < 2**31 and math.isclose(math.ldexp(m0, -31 - shift), m, rel_tol=2**-30)

@@ -86,3 +86,98 @@ def test_plot_channel_ranges():
     )
     _labelled(fig)
     assert len(fig.axes) == 2
+
+
+# ---- lessons 03 and 04: speed figures (numbers shaped as qlab.lab.bench returns them)
+
+DYNAMIC = {"baseline": "fp32", "ms": {"fp32": 10.0, "torch.ao int8": 4.0, "qlab int8": 12.5},
+           "speedup": {"fp32": 1.0, "torch.ao int8": 2.5, "qlab int8": 0.8}}
+CNN = {"baseline": "fp32 channels_last",
+       "ms": {"fp32 contiguous": 5.0, "fp32 channels_last": 3.0, "torch.ao int8": 1.5, "qlab int8": 150.0,
+              "dynamic int8": 3.1},
+       "speedup": {"fp32 contiguous": 0.6, "fp32 channels_last": 1.0, "torch.ao int8": 2.0, "qlab int8": 0.02,
+                   "dynamic int8": 0.97}}
+
+
+def _axes_labelled(fig):
+    """Titled, y labelled (_labelled), and an x label under the bottom axes (the others share it)."""
+    _labelled(fig)
+    assert fig.axes[-1].get_xlabel()
+
+
+def _texts(ax):
+    return [t.get_text() for t in ax.texts]
+
+
+def test_plot_latency_writes_each_ratio_in_ms():
+    fig = plots.plot_latency(DYNAMIC, "LSTM")
+    _axes_labelled(fig)
+    ax = fig.axes[0]
+    assert ax.get_title() == "LSTM" and "ms" in ax.get_xlabel()
+    assert ax.get_xscale() == "linear"  # 4..12.5 ms: no log axis needed
+    assert _texts(ax) == ["  10 ms · baseline, 1.00x", "  4 ms · 2.50x fp32", "  12.5 ms · 0.80x fp32"]
+    assert [p.get_width() for p in ax.patches] == [10.0, 4.0, 12.5]  # the times it was given
+    assert len({p.get_hatch() for p in ax.patches}) == 3  # told apart by hatch, not colour alone
+
+
+def test_plot_latency_log_axis_and_best_fp32_named():
+    fig = plots.plot_latency(CNN)
+    _axes_labelled(fig)
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log" and "log scale" in ax.get_xlabel()  # 1.5 .. 150 ms
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert "fp32 channels_last (best fp32)" in labels and "fp32 contiguous" in labels
+    assert "  150 ms · 0.02x fp32" in _texts(ax) and "  3 ms · baseline, 1.00x" in _texts(ax)
+
+
+def test_plot_speedup_sweep():
+    fig = plots.plot_speedup_sweep([128, 256, 512, 1024], {"torch.ao int8": [0.9, 1.3, 1.9, 2.4],
+                                                           "qlab int8": [0.2, 0.3, 0.5, 0.6]}, "hidden size")
+    _axes_labelled(fig)
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log" and ax.get_xlabel() == "hidden size"
+    assert "speedup vs fp32" in ax.get_ylabel()
+    one, *lines = ax.get_lines()
+    assert list(one.get_ydata()) == [1.0, 1.0]  # the break-even line
+    assert [list(line.get_ydata()) for line in lines] == [[0.9, 1.3, 1.9, 2.4], [0.2, 0.3, 0.5, 0.6]]
+    assert len({line.get_marker() for line in lines}) == 2
+    fig = plots.plot_speedup_sweep([1, 2, 3], {"a": [0.01, 1, 3]}, "batch", log_x=False)
+    assert fig.axes[0].get_xscale() == "linear" and fig.axes[0].get_yscale() == "log"
+
+
+def test_plot_pareto_draws_the_front_and_marks_the_default():
+    points = {"fp32": (1.0, 1.0), "x86 default": (2.2, 0.946), "per-channel": (1.7, 0.976),
+              "slow and bad": (1.2, 0.9)}
+    front = ["fp32", "per-channel", "x86 default"]
+    fig = plots.plot_pareto(points, "x86 default", "mean cosine to fp32", front=front)
+    _axes_labelled(fig)
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "mean cosine to fp32" and "speedup vs fp32" in ax.get_xlabel()
+    (step,) = [line for line in ax.get_lines() if line.get_label().startswith("Pareto front")]
+    assert set(step.get_xdata()) == {1.0, 1.7, 2.2} and set(step.get_ydata()) == {1.0, 0.976, 0.946}
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "x86 default (torch.ao's x86 default)" in legend
+    assert len({c.get_paths()[0].vertices.tobytes() for c in ax.collections[:4]}) == 4  # 4 marker shapes
+    with pytest.raises(ValueError, match="marked='nope' is not one of the points"):
+        plots.plot_pareto(points, "nope", "q")
+    with pytest.raises(ValueError, match=r"front names \['ghost'\] that are not points"):
+        plots.plot_pareto(points, "fp32", "q", front=["ghost"])
+
+
+def test_plot_dynamic_scales():
+    calls = [("short sentence", 0.01, 60), ("long sentence", 0.03, 40), ("code", 0.002, 127)]
+    fig = plots.plot_dynamic_scales(calls, weight_scale=0.004)
+    _axes_labelled(fig)
+    ax, ax_z = fig.axes
+    assert ax.get_yscale() == "log"  # 0.002 .. 0.03
+    assert list(ax.get_lines()[0].get_ydata()) == [0.01, 0.03, 0.002]
+    assert ax.get_lines()[1].get_ydata()[0] == 0.004  # the one fixed weight scale
+    assert list(ax_z.get_lines()[0].get_ydata()) == [60, 40, 127]
+    assert [t.get_text() for t in ax_z.get_xticklabels()] == ["short sentence", "long sentence", "code"]
+
+
+def test_one_colour_blind_safe_palette():
+    okabe_ito = {"#0072B2", "#E69F00", "#009E73", "#D55E00", "#56B4E9", "#CC79A7", "#F0E442"}
+    assert set(plots.PALETTE) - {plots.GREY} <= okabe_ito
+    styles = list(plots.CONFIG_STYLES.values())
+    assert len({s[1] for s in styles}) == len(styles)  # each configuration has its own marker

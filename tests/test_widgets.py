@@ -130,3 +130,151 @@ def test_lesson01_committed_notebook_shows_the_panel_without_a_kernel():
     assert not [o for o in outputs if o.output_type == "stream" and o.name == "stderr"]
     panel = [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
     assert panel and all("image/png" in o["data"] for o in panel)
+
+
+# ---- lessons 03 and 04: the speed panels (real timings at tiny sizes, or a stand-in timer)
+
+from qlab.lab import bench  # noqa: E402
+from qlab.lab import widgets as W  # noqa: E402
+
+RATIO = r"{} ([0-9]+\.[0-9]+)x fp32"  # the browser test's readout pattern, e.g. "torch.ao int8 2.05x fp32"
+
+
+def ratio_of(panel, config: str) -> float:
+    m = re.search(RATIO.format(re.escape(config)), panel.readout.value)
+    assert m, f"readout has no '{config} <number>x fp32': {panel.readout.value!r}"
+    return float(m.group(1))
+
+
+def _fake_timer(calls: list, baseline: str, configs: tuple):
+    """A stand-in for bench.time_*: records its call, returns fixed times (fp32 2 ms)."""
+
+    def timer(*args):
+        calls.append(args)
+        ms = {name: 2.0 / (i + 1) for i, name in enumerate(configs)}
+        return {"baseline": baseline, "ms": ms, "speedup": {n: ms[baseline] / t for n, t in ms.items()}}
+
+    return timer
+
+
+@pytest.fixture
+def fake_dynamic(monkeypatch):
+    calls = []
+    fake = _fake_timer(calls, "fp32", ("fp32", "torch.ao int8", "qlab int8"))
+
+    def time_dynamic(kind, hidden, batch, seq, threads, min_run_time):
+        return {"kind": kind, "hidden": hidden, "batch": batch, "seq": seq, "threads": threads,
+                **fake(kind, hidden, batch, seq, threads, min_run_time)}
+
+    monkeypatch.setattr(W.bench, "time_dynamic", time_dynamic)
+    return calls
+
+
+@pytest.fixture
+def fake_cnn(monkeypatch):
+    calls = []
+    configs = ("fp32 channels_last", "fp32 contiguous", "torch.ao int8", "qlab int8", "dynamic int8")
+    fake = _fake_timer(calls, "fp32 channels_last", configs)
+
+    def time_cnn(model, batch, threads, width, min_run_time):
+        return {"model": model, "batch": batch, "threads": threads, "width": width,
+                "fp32_layout": "channels_last", **fake(model, batch, threads, width, min_run_time)}
+
+    monkeypatch.setattr(W.bench, "time_cnn", time_cnn)
+    return calls
+
+
+def test_dynamic_speed_panel_contract_and_one_default_draw(fake_dynamic):
+    panel = W.dynamic_speed_panel(hidden=512, batch=8, seq=16, threads=1)
+    assert isinstance(panel, W.DynamicSpeedPanel) and isinstance(panel, widgets.VBox)
+    sliders = {"hidden": ("hidden size", 128, 1024), "batch": ("batch size", 1, 64),
+               "seq": ("sequence length", 1, 64), "threads": ("threads", 1, bench.max_threads())}
+    for attr, (label, lo, hi) in sliders.items():
+        s = getattr(panel, attr)
+        assert isinstance(s, widgets.IntSlider) and (s.description, s.min, s.max) == (label, lo, hi)
+    assert isinstance(panel.kind, widgets.ToggleButtons) and panel.kind.description == "model"
+    assert panel.kind.options == (("LSTM", "lstm"), ("Linear", "linear"))
+    assert panel.readout in panel.children and panel.output in panel.children
+    assert fake_dynamic == [("lstm", 512, 8, 16, 1, W.PANEL_RUN_TIME)]  # drawn once, at the defaults
+    assert panel.readout.value.startswith("LSTM, hidden 512, batch 8, seq 16, 1 threads — ")
+    assert ratio_of(panel, "torch.ao int8") == 2.0 and ratio_of(panel, "qlab int8") == 3.0
+    bundle = panel._repr_mimebundle_()  # the PNG is the draw the readout describes: no second timing
+    assert bundle["image/png"] and len(fake_dynamic) == 1
+
+
+def test_dynamic_speed_panel_redraws_on_each_control(fake_dynamic):
+    panel = W.dynamic_speed_panel(threads=1)
+    panel.hidden.value = 1024
+    panel.batch.value = 1
+    panel.kind.value = "linear"
+    assert [c[:3] for c in fake_dynamic] == [("lstm", 256, 32), ("lstm", 1024, 32), ("lstm", 1024, 1),
+                                             ("linear", 1024, 1)]
+    assert panel.readout.value.startswith("Linear, hidden 1024, batch 1, seq 32")
+
+
+def test_dynamic_speed_panel_measures_for_real():
+    panel = W.dynamic_speed_panel(hidden=128, batch=1, seq=2, threads=1, min_run_time=0.005)
+    r = panel.result
+    assert all(t > 0 for t in r["ms"].values())
+    assert ratio_of(panel, "torch.ao int8") == round(r["speedup"]["torch.ao int8"], 2)
+    assert ratio_of(panel, "qlab int8") == round(r["speedup"]["qlab int8"], 2)
+    fig = panel.figure()
+    assert fig.axes[0].get_xlabel().startswith("median latency per call (ms")
+
+
+def test_cnn_speed_panel_contract_and_one_default_draw(fake_cnn):
+    panel = W.cnn_speed_panel(batch=4, threads=1, width=0.5)
+    for attr, (label, lo, hi) in {"batch": ("batch size", 1, 64),
+                                  "threads": ("threads", 1, bench.max_threads()),
+                                  "width": ("width multiplier", 0.25, 4.0)}.items():
+        s = getattr(panel, attr)
+        assert isinstance(s, (widgets.IntSlider, widgets.FloatSlider))
+        assert (s.description, s.min, s.max) == (label, lo, hi)
+    assert panel.model.options == (("ResNet", "resnet"), ("MobileNetV2", "mobilenet_v2"))
+    assert fake_cnn == [("resnet", 4, 1, 0.5, W.PANEL_RUN_TIME)]
+    text = panel.readout.value
+    assert text.startswith("ResNet ×0.50, batch 4, 1 threads — best fp32: channels_last 2 ms")
+    assert ratio_of(panel, "torch.ao int8") == 3.0 and ratio_of(panel, "qlab int8") == 4.0
+    assert ratio_of(panel, "dynamic int8 (fc only)") == 5.0
+    panel.model.value = "mobilenet_v2"
+    panel.width.value = 2.0
+    assert fake_cnn[-1] == ("mobilenet_v2", 4, 1, 2.0, W.PANEL_RUN_TIME)
+    assert panel.readout.value.startswith("MobileNetV2 ×2.00")
+    panel._repr_mimebundle_()
+    assert len(fake_cnn) == 3
+
+
+def test_cnn_speed_panel_measures_for_real():
+    panel = W.cnn_speed_panel(batch=1, threads=1, width=0.25, min_run_time=0.005)
+    r = panel.result
+    assert f"best fp32: {r['fp32_layout']} " in panel.readout.value
+    assert ratio_of(panel, "torch.ao int8") == round(r["speedup"]["torch.ao int8"], 2)
+    assert len(panel.figure().axes[0].patches) == 5  # both fp32 layouts, torch.ao, qlab, dynamic
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda: W.dynamic_speed_panel(hidden=64), r"hidden=64 is outside the panel's range; hidden must be "
+                                               r"in 128\.\.1024"),
+    (lambda: W.dynamic_speed_panel(hidden=2048), r"hidden must be in 128\.\.1024"),
+    (lambda: W.dynamic_speed_panel(batch=0), r"batch must be in 1\.\.64"),
+    (lambda: W.dynamic_speed_panel(seq=65), r"seq must be in 1\.\.64"),
+    (lambda: W.dynamic_speed_panel(threads=0), r"threads must be in 1\.\."),
+    (lambda: W.dynamic_speed_panel(kind="gru"), r"kind must be one of \('lstm', 'linear'\), got 'gru'"),
+    (lambda: W.dynamic_speed_panel(min_run_time=0), r"min_run_time must be a number of seconds > 0"),
+    (lambda: W.cnn_speed_panel(width=0.0), r"width=0\.0 is outside the panel's range; width must be "
+                                           r"in 0\.25\.\.4\.0"),
+    (lambda: W.cnn_speed_panel(width=8), r"width must be in 0\.25\.\.4\.0"),
+    (lambda: W.cnn_speed_panel(batch=65), r"batch must be in 1\.\.64"),
+    (lambda: W.cnn_speed_panel(threads=bench.max_threads() + 1), r"threads must be in 1\.\."),
+    (lambda: W.cnn_speed_panel(model="vgg"), r"model must be one of \('resnet', 'mobilenet_v2'\)"),
+])
+def test_speed_panels_refuse_values_outside_their_sliders(build, message):
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
+def test_speed_panels_refuse_wrong_types():
+    with pytest.raises(TypeError, match=r"hidden must be an int in 128\.\.1024, got float"):
+        W.dynamic_speed_panel(hidden=256.0)
+    with pytest.raises(TypeError, match=r"batch must be an int in 1\.\.64, got bool"):
+        W.cnn_speed_panel(batch=True)

@@ -1,23 +1,47 @@
-"""Latency of qlab's int8 Linear against torch.ao's fbgemm Linear and fp32, in one run.
+"""Latency of fp32, torch.ao int8 and qlab int8, measured in one run and reported as ratios.
 
-    python -m qlab.lab.bench [--m 256 --k 1024 --n 1024 --min-run-time 0.5 --threads 1]
+    python -m qlab.lab.bench            the Linear table, the lesson CNNs table, the dynamic sweep
+    python -m qlab.lab.bench --quick    the same, shorter (fewer sizes, 0.1 s of calls a case)
 
-Medians from torch.utils.benchmark's blocked_autorange, all at the same torch thread count;
-the report gives ratios, measured in this run (a ratio is what carries over between machines).
+    time_dynamic(kind, hidden, batch, seq)   an LSTM or Linear stack: fp32, torch.ao and qlab dynamic
+    time_cnn(model_name, batch, width)       a lesson CNN: best fp32, torch.ao and qlab static int8,
+                                             and dynamic int8 (which only touches the fc)
+    sweep_dynamic(kind, hiddens, batches)    time_dynamic over a grid: where int8 starts to pay
+    pareto_front(points)                     the configurations nothing beats on speed and quality
+
+Medians from torch.utils.benchmark's blocked_autorange, all at the same torch thread count, the
+configurations timed in interleaved rounds (interleaved_ms). Every speedup is fp32's time / the
+configuration's time from the same call (above 1: faster): a ratio measured in one run is what
+carries over between machines.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import copy
+import functools
+import numbers
+import os
+import statistics
 import warnings
 
 import torch
+import torch.ao.quantization as tq
 from torch import nn
 from torch.utils import benchmark
 
 import qlab
 from qlab import QTensor
 from qlab.nn import QuantLinear
+
+from . import models
+
+KINDS = ("lstm", "linear")
+CNNS = ("resnet", "mobilenet_v2")
+HIDDEN, BATCH, SEQ, WIDTH = (8, 4096), (1, 1024), (1, 1024), (0.0, 8.0)  # what the functions accept
+ENGINE = "x86"  # torch.ao's int8 kernels on x86 CPUs (fbgemm, with onednn for some shapes)
+IMAGE = (3, 32, 32)  # the lesson CNNs' input: digits resized to 32x32, three channels
 
 
 def median_ms(fn, min_run_time: float = 0.5) -> float:
@@ -31,6 +55,83 @@ def median_ms(fn, min_run_time: float = 0.5) -> float:
         return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
 
 
+def interleaved_ms(fns: dict, min_run_time: float = 0.5, rounds: int = 3) -> dict[str, float]:
+    """median_ms of every fn, timed in `rounds` interleaved rounds (A, B, C, A, B, C, ...) of
+    min_run_time / rounds seconds each; the median over the rounds. A machine that slows down
+    mid-run (another job starts) then slows every configuration alike, and the ratios hold."""
+    times = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            times[name].append(median_ms(fn, min_run_time / rounds))
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+# ---------------------------------------------------------------------------------------
+# Checks and settings shared by every measurement
+# ---------------------------------------------------------------------------------------
+
+
+def max_threads() -> int:
+    """The most torch threads a measurement may ask for: this machine's CPU count."""
+    return os.cpu_count() or 1
+
+
+def _check_int(name: str, value, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int in {lo}..{hi}, got {type(value).__name__}")
+    if not lo <= value <= hi:
+        raise ValueError(f"{name}={value} is out of range; {name} must be in {lo}..{hi}")
+    return int(value)
+
+
+def _check_choice(name: str, value, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ValueError(f"unknown {name} {value!r}; allowed: {', '.join(map(repr, allowed))}")
+    return value
+
+
+def _check_common(threads, min_run_time) -> None:
+    if threads is not None:
+        _check_int("threads", threads, 1, max_threads())
+    if isinstance(min_run_time, bool) or not isinstance(min_run_time, numbers.Real) or not min_run_time > 0:
+        raise ValueError(f"min_run_time must be a number of seconds > 0, got {min_run_time!r}")
+
+
+def _check_width(width) -> float:
+    if isinstance(width, bool) or not isinstance(width, numbers.Real):
+        raise TypeError(f"width must be a number > 0 (a channel multiplier), got {type(width).__name__}")
+    if not WIDTH[0] < width <= WIDTH[1]:
+        raise ValueError(f"width={width} is out of range; width must be > 0 and at most {WIDTH[1]:g} "
+                         "(a multiplier of the lesson model's channel widths)")
+    return float(width)
+
+
+@contextlib.contextmanager
+def settings(threads: int | None = None, engine: str = ENGINE):
+    """Run the block at `threads` torch threads (None: as it is) on torch.ao's `engine`; restore both."""
+    old_threads, old_engine = torch.get_num_threads(), torch.backends.quantized.engine
+    try:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        torch.backends.quantized.engine = engine
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.ao eager mode's deprecation notices
+            yield
+    finally:
+        torch.set_num_threads(old_threads)
+        torch.backends.quantized.engine = old_engine
+
+
+def speedups(ms: dict[str, float], baseline: str) -> dict[str, float]:
+    """time(baseline) / time(each): above 1 is faster than the baseline."""
+    return {name: ms[baseline] / t for name, t in ms.items()}
+
+
+# ---------------------------------------------------------------------------------------
+# The Linear micro-benchmark (one layer, int8 in and out)
+# ---------------------------------------------------------------------------------------
+
+
 def bench_linear(m: int = 256, k: int = 1024, n: int = 1024, min_run_time: float = 0.5) -> dict:
     """Times fp32 nn.Linear, qlab QuantLinear (torch._int_mm path) and torch.ao's Linear."""
     torch.manual_seed(0)
@@ -42,21 +143,267 @@ def bench_linear(m: int = 256, k: int = 1024, n: int = 1024, min_run_time: float
     ours = QuantLinear.from_float(lin, wqp, out_qp)
     xqp = qlab.qparams_from_range(float(x.min()), float(x.max()), qlab.uint8)
     xq = QTensor.quantize(x, xqp)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        old = torch.backends.quantized.engine
-        torch.backends.quantized.engine = "x86"
+    with settings():
         theirs = qlab.to_torch(ours)
         x_torch = torch.quantize_per_tensor(x, float(xqp.scale), int(xqp.zero_point), torch.quint8)
-        try:
-            times = {
-                "fp32 nn.Linear": median_ms(lambda: lin(x), min_run_time),
-                "qlab QuantLinear (_int_mm)": median_ms(lambda: ours(xq), min_run_time),
-                "torch.ao Linear (x86/fbgemm)": median_ms(lambda: theirs(x_torch), min_run_time),
-            }
-        finally:
-            torch.backends.quantized.engine = old
-    return times
+        return {
+            "fp32 nn.Linear": median_ms(lambda: lin(x), min_run_time),
+            "qlab QuantLinear (_int_mm)": median_ms(lambda: ours(xq), min_run_time),
+            "torch.ao Linear (x86/fbgemm)": median_ms(lambda: theirs(x_torch), min_run_time),
+        }
+
+
+# ---------------------------------------------------------------------------------------
+# Dynamic quantization: an LSTM or a Linear stack (lesson 03)
+# ---------------------------------------------------------------------------------------
+
+
+class LSTMStack(nn.Module):
+    """A 2-layer LSTM, hidden -> hidden, batch first; returns the output sequence only."""
+
+    def __init__(self, hidden: int, num_layers: int = 2):
+        super().__init__()
+        self.lstm = nn.LSTM(hidden, hidden, num_layers=num_layers, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lstm(x)[0]
+
+
+def dynamic_model(kind: str, hidden: int) -> nn.Module:
+    """Random weights (seeded, the global RNG untouched): "lstm", a 2-layer LSTM of that hidden
+    size, or "linear", a transformer-style feed-forward block hidden -> 4*hidden -> ReLU -> hidden."""
+    _check_choice("kind", kind, KINDS)
+    _check_int("hidden", hidden, *HIDDEN)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        if kind == "lstm":
+            return LSTMStack(hidden).eval()
+        return nn.Sequential(nn.Linear(hidden, 4 * hidden), nn.ReLU(), nn.Linear(4 * hidden, hidden)).eval()
+
+
+@functools.lru_cache(maxsize=4)
+def _dynamic_variants(kind: str, hidden: int) -> dict[str, nn.Module]:
+    """fp32, torch.ao dynamic int8 and qlab dynamic int8 of the same random model (cached: a
+    panel redraws the same size at other batch sizes)."""
+    fp32 = dynamic_model(kind, hidden)
+    with settings(threads=1):
+        ao = tq.quantize_dynamic(fp32, {nn.LSTM, nn.Linear}, dtype=torch.qint8)
+    return {"fp32": fp32, "torch.ao int8": ao, "qlab int8": qlab.quantize_dynamic(fp32)}
+
+
+def time_dynamic(kind: str = "lstm", hidden: int = 256, batch: int = 32, seq: int = 32,
+                 threads: int | None = None, min_run_time: float = 0.2) -> dict:
+    """Latency of fp32, torch.ao dynamic int8 (quantize_dynamic, qint8, x86) and qlab dynamic int8
+    on a random `kind` model ("lstm" or "linear") of size `hidden`, input [batch, seq, hidden].
+
+    Returns {"kind", "hidden", "batch", "seq", "threads", "baseline": "fp32", "ms": {config: median
+    ms}, "speedup": {config: fp32 ms / config ms}}, all measured in this call at `threads` threads.
+    """
+    _check_choice("kind", kind, KINDS)
+    hidden = _check_int("hidden", hidden, *HIDDEN)
+    batch = _check_int("batch", batch, *BATCH)
+    seq = _check_int("seq", seq, *SEQ)
+    _check_common(threads, min_run_time)
+    variants = _dynamic_variants(kind, hidden)
+    x = torch.randn(batch, seq, hidden, generator=torch.Generator().manual_seed(1))
+    with settings(threads):
+        ms = interleaved_ms({name: functools.partial(m, x) for name, m in variants.items()}, min_run_time)
+        used = torch.get_num_threads()
+    return {"kind": kind, "hidden": hidden, "batch": batch, "seq": seq, "threads": used,
+            "baseline": "fp32", "ms": ms, "speedup": speedups(ms, "fp32")}
+
+
+def sweep_dynamic(kind: str = "lstm", hiddens=(128, 256, 512, 1024), batches=(1, 8, 32, 64), seq: int = 32,
+                  threads: int | None = None, min_run_time: float = 0.2) -> dict:
+    """time_dynamic over every (hidden, batch): {"hiddens", "batches", "seq", "threads",
+    "speedup": {config: [[ratio for each batch] for each hidden]}, "ms": the same for ms}."""
+    table = {"speedup": {}, "ms": {}}
+    for h in hiddens:
+        rows = [time_dynamic(kind, h, b, seq, threads, min_run_time) for b in batches]
+        for key in table:
+            for name in rows[0][key]:
+                table[key].setdefault(name, []).append([r[key][name] for r in rows])
+    return {"kind": kind, "hiddens": list(hiddens), "batches": list(batches), "seq": seq,
+            "threads": rows[0]["threads"], **table}
+
+
+# ---------------------------------------------------------------------------------------
+# Static quantization: the lesson CNNs (lesson 04)
+# ---------------------------------------------------------------------------------------
+
+
+def cnn_model(model_name: str = "resnet", width: float = 1.0) -> nn.Module:
+    """A lesson CNN with every channel width multiplied by `width` (random weights, seeded).
+
+    resnet: qlab.lab.models.resnet(widths=(16, 32, 64) * width). mobilenet_v2: the lesson's
+    QuantizableMobileNetV2 at width_mult 0.5 * width (models.mobilenet_v2 stops at the lesson's
+    0.5, so wider ones are built here from the same table and blocks).
+    """
+    _check_choice("model_name", model_name, CNNS)
+    width = _check_width(width)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        if model_name == "resnet":
+            return models.resnet(widths=tuple(max(1, round(c * width)) for c in (16, 32, 64)))
+        if width <= 1.0:
+            return models.mobilenet_v2(width_mult=0.5 * width)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from torchvision.models.quantization.mobilenetv2 import (
+                QuantizableInvertedResidual,
+                QuantizableMobileNetV2,
+            )
+            from torchvision.models.quantization.utils import _replace_relu
+        model = QuantizableMobileNetV2(num_classes=models.NUM_CLASSES, width_mult=0.5 * width,
+                                       inverted_residual_setting=models.MOBILENET_32X32,
+                                       block=QuantizableInvertedResidual)
+        _replace_relu(model)
+        return model
+
+
+def _set_batch_norm(model: nn.Module, batches) -> None:
+    """Give random-weight batch norms the statistics of these batches (train-mode passes, cumulative)."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # a cumulative average over the passes
+    model.train()
+    with settings(threads=1), torch.no_grad():
+        for x in batches:
+            model(x)
+    model.eval()
+
+
+def calibration_batches(n: int = 2, batch: int = 8, seed: int = 0) -> list[torch.Tensor]:
+    """n random [batch, 3, 32, 32] images: enough for the observers' ranges when only speed matters."""
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(batch, *IMAGE, generator=gen) for _ in range(n)]
+
+
+def cnn_variants(model: nn.Module, calibration) -> dict[str, nn.Module]:
+    """The int8 models one fp32 lesson CNN (eval mode, batch norm not yet folded) becomes.
+
+        "fp32":          batch norm folded into the convs (model.fuse_model()), still float
+        "torch.ao int8": fuse, prepare with get_default_qconfig("x86"), calibrate, convert
+        "qlab int8":     qlab.prepare / qlab.convert of the same fused model and batches
+        "dynamic int8":  torch.ao quantize_dynamic of the fp32 model: only the fc becomes int8
+    """
+    fused = copy.deepcopy(model).eval()
+    fused.fuse_model()
+    with settings(threads=1), torch.no_grad():  # building is not timed; one thread is robust on a busy CPU
+        ao = copy.deepcopy(fused)
+        ao.qconfig = tq.get_default_qconfig(ENGINE)
+        tq.prepare(ao, inplace=True)
+        ours = qlab.prepare(fused, qlab.get_default_qconfig(ENGINE))
+        for x in calibration:
+            ao(x)
+            ours(x)
+        tq.convert(ao, inplace=True)
+        ours = qlab.convert(ours)
+        dynamic = tq.quantize_dynamic(fused, {nn.Linear}, dtype=torch.qint8)
+    return {"fp32": fused, "torch.ao int8": ao.eval(), "qlab int8": ours, "dynamic int8": dynamic}
+
+
+@functools.lru_cache(maxsize=4)
+def _random_cnn_variants(model_name: str, width: float) -> dict[str, nn.Module]:
+    model = cnn_model(model_name, width)
+    calibration = calibration_batches()
+    _set_batch_norm(model, calibration)
+    return cnn_variants(model, calibration)
+
+
+def time_cnn_variants(variants: dict[str, nn.Module], batch: int = 64, threads: int | None = None,
+                      min_run_time: float = 0.2) -> dict:
+    """Time what cnn_variants returned on one random batch of [batch, 3, 32, 32] images.
+
+    fp32 runs both contiguous and channels_last (model and input); the faster one is the
+    baseline. Returns {"batch", "threads", "fp32_layout": "contiguous" or "channels_last",
+    "baseline": "fp32 <layout>", "ms": {config: median ms}, "speedup": {config: best fp32 ms / ms}}.
+    """
+    batch = _check_int("batch", batch, *BATCH)
+    _check_common(threads, min_run_time)
+    x = torch.randn(batch, *IMAGE, generator=torch.Generator().manual_seed(1))
+    fp32 = variants["fp32"]
+    fp32_cl = copy.deepcopy(fp32).to(memory_format=torch.channels_last)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    fns = {"fp32 contiguous": functools.partial(fp32, x),
+           "fp32 channels_last": functools.partial(fp32_cl, x_cl),
+           **{name: functools.partial(variants[name], x) for name in ("torch.ao int8", "qlab int8",
+                                                                       "dynamic int8")}}
+    with settings(threads):
+        ms = interleaved_ms(fns, min_run_time)
+        used = torch.get_num_threads()
+    layouts = {k: ms[f"fp32 {k}"] for k in ("contiguous", "channels_last")}
+    layout = min(layouts, key=layouts.get)
+    return {"batch": batch, "threads": used, "fp32_layout": layout, "baseline": f"fp32 {layout}",
+            "ms": ms, "speedup": speedups(ms, f"fp32 {layout}")}
+
+
+def time_cnn(model_name: str = "resnet", batch: int = 64, threads: int | None = None, width: float = 1.0,
+             min_run_time: float = 0.2) -> dict:
+    """Latency of a lesson CNN at `width` x its channel widths (random weights, batch norm set
+    on random images): the best fp32 (contiguous or channels_last, named), torch.ao static int8,
+    qlab static int8 and torch.ao dynamic int8 (only the fc is int8), at `threads` threads.
+
+    Returns time_cnn_variants' dict plus "model" and "width"; "speedup" is best fp32 ms / ms.
+    Random weights time like trained ones: the kernels do not look at the values.
+    """
+    _check_choice("model_name", model_name, CNNS)
+    width = _check_width(width)
+    batch = _check_int("batch", batch, *BATCH)
+    _check_common(threads, min_run_time)
+    result = time_cnn_variants(_random_cnn_variants(model_name, width), batch, threads, min_run_time)
+    return {"model": model_name, "width": width, **result}
+
+
+def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
+    """Names of the configurations no other one beats on both speedup and quality (higher is
+    better on both), in order of speed. points: name -> (speedup vs fp32, quality)."""
+    for name, p in points.items():
+        if len(p) != 2 or not all(isinstance(v, numbers.Real) and v == v for v in p):
+            raise ValueError(f"point {name!r} must be (speedup, quality), two numbers, got {p!r}")
+    front = [n for n, (s, q) in points.items()
+             if not any(s2 >= s and q2 >= q and (s2, q2) != (s, q) for s2, q2 in points.values())]
+    return sorted(front, key=lambda n: points[n][0])
+
+
+# ---------------------------------------------------------------------------------------
+# make bench: the tables, as markdown
+# ---------------------------------------------------------------------------------------
+
+
+def _trained_variants(name: str) -> dict[str, nn.Module]:
+    """The trained lesson checkpoint, calibrated on 256 validation digits."""
+    from .checkpoints import load_model
+    from .data import digits_tensors
+
+    x, _ = digits_tensors("val")
+    return cnn_variants(load_model(name), list(x[:256].split(64)))
+
+
+def cnn_table(batches=(1, 64), threads: int | None = None, min_run_time: float = 0.5) -> str:
+    """Markdown: the trained lesson CNNs, best fp32 against torch.ao and qlab int8, as ratios."""
+    lines = ["| model | batch | best fp32 | fp32 ms | torch.ao int8 | qlab int8 | dynamic int8 (fc) "
+             "| qlab vs torch.ao time |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name in CNNS:
+        variants = _trained_variants(name)
+        for b in batches:
+            r = time_cnn_variants(variants, b, threads, min_run_time)
+            s, ms = r["speedup"], r["ms"]
+            lines.append(f"| {name} | {b} | {r['fp32_layout']} | {ms[r['baseline']]:.2f} "
+                         f"| {s['torch.ao int8']:.2f}x | {s['qlab int8']:.2f}x | {s['dynamic int8']:.2f}x "
+                         f"| {ms['qlab int8'] / ms['torch.ao int8']:.1f}x slower |")
+    return "\n".join(lines)
+
+
+def sweep_table(sweep: dict, config: str = "torch.ao int8") -> str:
+    """Markdown: one row per hidden size, one column per batch, `config`'s speedup vs fp32."""
+    head = "| hidden \\ batch | " + " | ".join(str(b) for b in sweep["batches"]) + " |"
+    lines = [head, "|---" * (len(sweep["batches"]) + 1) + "|"]
+    for h, row in zip(sweep["hiddens"], sweep["speedup"][config], strict=True):
+        lines.append(f"| {h} | " + " | ".join(f"{r:.2f}x" for r in row) + " |")
+    return "\n".join(lines)
 
 
 def main(argv=None) -> None:
@@ -64,20 +411,42 @@ def main(argv=None) -> None:
     p.add_argument("--m", type=int, default=256)
     p.add_argument("--k", type=int, default=1024)
     p.add_argument("--n", type=int, default=1024)
-    p.add_argument("--min-run-time", type=float, default=0.5, help="seconds of timed calls per case")
+    p.add_argument("--min-run-time", type=float, default=None,
+                   help="seconds of timed calls per case (default 0.5, 0.1 with --quick)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--quick", action="store_true", help="a short run: fewer sizes, shorter timings")
+    p.add_argument("--only", choices=("linear", "cnn", "dynamic"), default=None, help="one table only")
     a = p.parse_args(argv)
-    if a.threads:
+    if a.threads is not None:
+        _check_int("threads", a.threads, 1, max_threads())
         torch.set_num_threads(a.threads)
-    times = bench_linear(a.m, a.k, a.n, a.min_run_time)
-    print(f"Linear M={a.m} K={a.k} N={a.n}, {torch.get_num_threads()} threads, "
-          f"median over at least {a.min_run_time:g} s of calls each")
-    for name, ms in times.items():
-        print(f"  {name:30s} {ms:8.3f} ms")
-    ours = times["qlab QuantLinear (_int_mm)"]
-    print(f"  qlab / fbgemm time: {ours / times['torch.ao Linear (x86/fbgemm)']:.2f}x   "
-          f"(goal: within 3x)")
-    print(f"  qlab / fp32 time:   {ours / times['fp32 nn.Linear']:.2f}x")
+    run_time = a.min_run_time or (0.1 if a.quick else 0.5)
+    threads = torch.get_num_threads()
+    print(f"# qlab bench: {threads} torch threads, median over at least {run_time:g} s of calls a case\n")
+    print("Speedups are fp32 time / int8 time from the same run (above 1: int8 is faster).\n")
+
+    if a.only in (None, "linear"):
+        times = bench_linear(a.m, a.k, a.n, run_time)
+        print(f"## One Linear, int8 in and out: M={a.m} K={a.k} N={a.n}\n")
+        print("| configuration | ms | vs fp32 |\n|---|---|---|")
+        for name, ms in times.items():
+            print(f"| {name} | {ms:.3f} | {times['fp32 nn.Linear'] / ms:.2f}x |")
+        ours = times["qlab QuantLinear (_int_mm)"]
+        fbgemm = times["torch.ao Linear (x86/fbgemm)"]
+        print(f"\nqlab / fbgemm time: {ours / fbgemm:.2f}x (goal: within 3x)\n")
+
+    if a.only in (None, "cnn"):
+        print("## The trained lesson CNNs, static int8 (x86 engine)\n")
+        print(cnn_table((1, 64), None, run_time) + "\n")
+
+    if a.only in (None, "dynamic"):
+        hiddens = (128, 512, 1024) if a.quick else (128, 256, 512, 768, 1024)
+        batches = (1, 32) if a.quick else (1, 8, 32, 64)
+        for kind in KINDS:
+            sweep = sweep_dynamic(kind, hiddens, batches, 32, None, run_time)
+            for config in ("torch.ao int8", "qlab int8"):
+                print(f"## Dynamic int8, {kind} (seq 32): {config} speedup vs fp32\n")
+                print(sweep_table(sweep, config) + "\n")
 
 
 if __name__ == "__main__":

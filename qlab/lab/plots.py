@@ -15,8 +15,14 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-BLUE, ORANGE, GREEN, RED, GREY = "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#7f7f7f"
+# Okabe & Ito's colour-blind-safe palette, the one palette of every qlab figure. Comparisons differ
+# by marker shape (or hatch) too, so no figure relies on telling two colours apart.
+BLUE, ORANGE, GREEN, RED, GREY = "#0072B2", "#E69F00", "#009E73", "#D55E00", "#7F7F7F"
+SKY, PURPLE, YELLOW, BLACK = "#56B4E9", "#CC79A7", "#F0E442", "#000000"
+PALETTE = (BLUE, ORANGE, GREEN, RED, SKY, PURPLE, GREY, YELLOW)
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 
 def _np(t) -> np.ndarray:
@@ -40,10 +46,11 @@ def plot_step_sizes(magnitudes, steps: Mapping[str, Sequence[float]], title: str
     fig = Figure(figsize=(7.5, 4.2), layout="constrained")
     ax = fig.add_subplot()
     m = _np(magnitudes)
-    for label, s in steps.items():
+    for i, (label, s) in enumerate(steps.items()):
         s = _np(s)  # NaN where the format cannot hold |x| (outside an integer grid's range)
         flat = np.nanmax(s) == np.nanmin(s)
-        ax.plot(m, s, ls="--" if flat else "-", marker=None if flat else "o", ms=3, label=label)
+        ax.plot(m, s, ls="--" if flat else "-", marker=None if flat else MARKERS[i % len(MARKERS)], ms=3,
+                color=PALETTE[i % len(PALETTE)], label=label)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("magnitude |x|")
@@ -162,8 +169,9 @@ def plot_sqnr_vs_bits(
     b = _np(bits)
     fig = Figure(figsize=(7.5, 4.6), layout="constrained")
     ax = fig.add_subplot()
-    for label, y in measured.items():
-        ax.plot(b, _np(y), marker="o", lw=2, label=label)
+    for i, (label, y) in enumerate(measured.items()):
+        ax.plot(b, _np(y), marker=MARKERS[i % len(MARKERS)], lw=2, color=PALETTE[i % len(PALETTE)],
+                label=label)
     for label, y in (reference or {}).items():
         ax.plot(b, _np(y), ls="--", color="black", lw=1.2, label=label)
     ax.set_xticks(b)
@@ -195,8 +203,8 @@ def plot_channel_ranges(
     ax.set_title(title or "Each output channel's [min, max]")
     ax.legend(loc="upper right", fontsize=9)
 
-    ax_s.plot(ch, s_c, ".", color=GREEN, ms=4, label="per-channel scale")
-    ax_s.plot(ch, s_t, ".", color=RED, ms=4, label="per-tensor scale")
+    ax_s.plot(ch, s_c, "o", color=GREEN, ms=2.5, label="per-channel scale")
+    ax_s.plot(ch, s_t, "x", color=RED, ms=3, label="per-tensor scale")
     ax_s.set_xlabel("output channel")
     ax_s.set_ylabel("SQNR of the channel (dB)")
     ax_s.grid(True, alpha=0.3)
@@ -214,8 +222,8 @@ OBSERVER_COLORS = {
     "MovingAverage": ORANGE,
     "Histogram": BLUE,
     "Percentile": GREEN,
-    "MSE": "#9467bd",
-    "Entropy": "#8c564b",
+    "MSE": PURPLE,
+    "Entropy": SKY,
 }
 
 
@@ -237,7 +245,7 @@ def plot_observer_ranges(
     names = list(ranges)
     for i, name in enumerate(names):
         lo, hi = ranges[name]
-        color = OBSERVER_COLORS.get(name, f"C{i}")
+        color = OBSERVER_COLORS.get(name, PALETTE[i % len(PALETTE)])
         for edge in (lo, hi):
             ax.axvline(edge, color=color, lw=1.3, ls="--")
         label = name + (f"  ({scores[name]})" if scores and name in scores else "")
@@ -258,11 +266,192 @@ def plot_calibration_curves(
     ax = fig.add_subplot()
     s = _np(sizes)
     for i, (name, ys) in enumerate(curves.items()):
-        ax.plot(s, _np(ys), marker="o", ms=4, color=OBSERVER_COLORS.get(name, f"C{i}"), label=name)
+        ax.plot(s, _np(ys), marker=MARKERS[i % len(MARKERS)], ms=4,
+                color=OBSERVER_COLORS.get(name, PALETTE[i % len(PALETTE)]), label=name)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("calibration images")
     ax.set_ylabel(ylabel)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=9)
     ax.set_title(title or f"{ylabel} against calibration-set size")
+    return fig
+
+
+# ---------------------------------------------------------------------------------------
+# Lessons 03 and 04: dynamic and static quantization, speed
+# ---------------------------------------------------------------------------------------
+
+#: one colour, marker and hatch per configuration of the speed figures (matched by name prefix)
+CONFIG_STYLES = {
+    "fp32": (GREY, "o", ""),
+    "torch.ao int8": (BLUE, "s", "//"),
+    "qlab int8": (ORANGE, "^", ".."),
+    "dynamic int8": (GREEN, "D", "xx"),
+}
+
+
+def _config_style(name: str, i: int) -> tuple[str, str, str]:
+    """(colour, marker, hatch) of a configuration: by its name's prefix, else by its position."""
+    for prefix, style in CONFIG_STYLES.items():
+        if name.startswith(prefix):
+            return style
+    return PALETTE[i % len(PALETTE)], MARKERS[i % len(MARKERS)], ("\\\\", "++", "--", "oo")[i % 4]
+
+
+def _wide(values, factor: float = 10.0) -> bool:
+    """True when positive values span more than `factor`: a log axis shows them all."""
+    v = _np(values)
+    v = v[np.isfinite(v)]
+    return v.size > 1 and (v > 0).all() and v.max() / v.min() > factor
+
+
+def fmt_ms(ms: float) -> str:
+    """A latency for a label: three significant digits, whole milliseconds from 100 ms on."""
+    return f"{ms:,.0f}" if ms >= 100 else f"{ms:.3g}"
+
+
+def _log_axis(axis, suffix: str = "") -> None:
+    """Ticks at 1, 2, 5 per decade written as plain numbers ("0.5x", not "5 x 10^-1")."""
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}{suffix}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def plot_latency(results: Mapping, title: str = "") -> Figure:
+    """Latency of each configuration as a horizontal bar (ms), its speedup vs fp32 written on it.
+
+    results: what qlab.lab.bench.time_dynamic / time_cnn return: "ms" {config: ms}, "speedup"
+    {config: baseline ms / ms} and "baseline" (the fp32 configuration the ratios divide by).
+    Bars differ by hatch as well as colour; the time axis is logarithmic when the times span
+    more than 10x (qlab's own integer path can be 100x slower than torch's kernels).
+    """
+    ms, ratio = dict(results["ms"]), dict(results["speedup"])
+    baseline = results.get("baseline")
+    names = list(ms)
+    fig = Figure(figsize=(8.5, 0.55 * len(names) + 1.6), layout="constrained")
+    ax = fig.add_subplot()
+    y = np.arange(len(names))
+    for i, name in enumerate(names):
+        color, _, hatch = _config_style(name, i)
+        ax.barh(i, ms[name], color=color, hatch=hatch, edgecolor="black", lw=0.6, height=0.65)
+        note = "baseline, 1.00x" if name == baseline else f"{ratio[name]:.2f}x fp32"
+        ax.text(ms[name], i, f"  {fmt_ms(ms[name])} ms · {note}", va="center", fontsize=9)
+    ax.set_yticks(y, [f"{n} (best fp32)" if n == baseline and n != "fp32" else n for n in names])
+    ax.set_ylim(len(names) - 0.5, -0.5)
+    log = _wide(list(ms.values()))
+    if log:
+        ax.set_xscale("log")
+        _log_axis(ax.xaxis)
+        ax.set_xlim(min(ms.values()) / 2, max(ms.values()) * 12)
+    else:
+        ax.set_xlim(0, max(ms.values()) * 1.6)
+    ax.set_xlabel("median latency per call (ms" + (", log scale)" if log else ")")
+                  + ";  ratio = fp32 time / time, above 1 is faster")
+    ax.set_ylabel("configuration")
+    ax.grid(True, axis="x", which="both", alpha=0.3)
+    ax.set_title(title or "Latency, measured in one run")
+    return fig
+
+
+def plot_speedup_sweep(xs, ratios: Mapping[str, Sequence[float]], xlabel: str, title: str = "",
+                       log_x: bool | None = None) -> Figure:
+    """Speedup vs fp32 (fp32 time / time) against a size, one line per configuration, and a
+    line at 1.0: above it int8 pays. log_x: None means log (base 2) when xs span more than 4x."""
+    x = _np(xs)
+    fig = Figure(figsize=(7.5, 4.4), layout="constrained")
+    ax = fig.add_subplot()
+    ax.axhline(1.0, color=BLACK, ls="--", lw=1.2, label="fp32 (1.0x)")
+    everything = []
+    for i, (name, r) in enumerate(ratios.items()):
+        color = _config_style(name, i)[0]
+        r = _np(r)
+        everything.extend(r)
+        ax.plot(x, r, marker=MARKERS[i % len(MARKERS)], ms=6, lw=1.8, color=color, label=name)
+    if log_x if log_x is not None else _wide(x, 4.0):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(x, [f"{v:g}" for v in x])
+        ax.minorticks_off()
+    if _wide(everything + [1.0], 10.0):
+        ax.set_yscale("log")
+        _log_axis(ax.yaxis, "x")
+        ax.set_ylabel("speedup vs fp32 (×, log scale; above 1 is faster)")
+    else:
+        ax.set_ylabel("speedup vs fp32 (×; above 1 is faster)")
+    ax.set_xlabel(xlabel)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=9)
+    ax.set_title(title or "Where int8 starts to pay")
+    return fig
+
+
+def plot_pareto(points: Mapping[str, tuple[float, float]], marked: str, quality_label: str,
+                front: Sequence[str] | None = None, title: str = "") -> Figure:
+    """Quality against speedup vs fp32 for every configuration, each with its own marker.
+
+    points: name -> (speedup, quality), higher is better on both. front: the names on the
+    Pareto front (qlab.lab.bench.pareto_front(points)), joined by a line in speed order.
+    marked: the configuration ringed as the reference (torch.ao's x86 default).
+    """
+    if marked not in points:
+        raise ValueError(f"marked={marked!r} is not one of the points: {list(points)}")
+    fig = Figure(figsize=(8, 5), layout="constrained")
+    ax = fig.add_subplot()
+    if front:
+        unknown = [n for n in front if n not in points]
+        if unknown:
+            raise ValueError(f"front names {unknown} that are not points: {list(points)}")
+        fx, fy = zip(*sorted(points[n] for n in front), strict=True)
+        ax.step(fx, fy, where="pre", color=GREY, lw=1.5, ls="--", zorder=1,
+                label="Pareto front (nothing is both faster and better)")
+    for i, (name, (speed, quality)) in enumerate(points.items()):
+        ax.scatter(speed, quality, s=70, marker=MARKERS[i % len(MARKERS)], color=PALETTE[i % len(PALETTE)],
+                   edgecolor="black", lw=0.6, zorder=3, label=name)
+        ax.annotate(name, (speed, quality), xytext=(6, 5), textcoords="offset points", fontsize=8)
+    speed, quality = points[marked]
+    ax.scatter(speed, quality, s=320, facecolor="none", edgecolor=BLACK, lw=1.8, zorder=4,
+               label=f"{marked} (torch.ao's x86 default)")
+    ax.axvline(1.0, color=BLACK, lw=0.8, ls=":")
+    ax.margins(x=0.15, y=0.08)
+    ax.set_xlabel("speedup vs fp32 (×; fp32 time / time, above 1 is faster)")
+    ax.set_ylabel(quality_label)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    ax.set_title(title or "Quality against speed: the Pareto front")
+    return fig
+
+
+def plot_dynamic_scales(calls: Sequence[tuple[str, float, int]], weight_scale: float,
+                        title: str = "") -> Figure:
+    """The activation grid a dynamic layer chose on each call, beside its one fixed weight grid.
+
+    calls: (label, activation scale, activation zero point) per call, as the layer chose them
+    from that input's min and max. weight_scale: the weight's scale, fixed at conversion.
+    Top: scales (log axis when they span more than 10x); bottom: zero points.
+    """
+    labels = [c[0] for c in calls]
+    scales = _np([c[1] for c in calls])
+    zps = _np([c[2] for c in calls])
+    x = np.arange(len(calls))
+    fig = Figure(figsize=(8.5, 5.8), layout="constrained")
+    ax, ax_z = fig.subplots(2, 1, sharex=True, height_ratios=[3, 2])
+    ax.plot(x, scales, "o", color=BLUE, ms=8, label="activation scale (chosen on each call)")
+    ax.vlines(x, 0, scales, color=BLUE, lw=1, alpha=0.5)
+    ax.axhline(weight_scale, color=ORANGE, ls="--", lw=2, label=f"weight scale (fixed): {weight_scale:.3g}")
+    if _wide(np.append(scales, weight_scale), 10.0):
+        ax.set_yscale("log")
+        _log_axis(ax.yaxis)
+        ax.set_ylabel("scale (float per integer step, log)")
+    else:
+        ax.set_ylim(0, max(scales.max(), weight_scale) * 1.15)
+        ax.set_ylabel("scale (float per integer step)")
+    ax.grid(True, axis="y", which="both", alpha=0.3)
+    ax.legend(fontsize=9)
+    ax.set_title(title or "Dynamic quantization: a new activation grid on every call")
+    ax_z.plot(x, zps, "s", color=GREEN, ms=7)
+    ax_z.vlines(x, 0, zps, color=GREEN, lw=1, alpha=0.5)
+    ax_z.set_ylabel("activation zero point")
+    ax_z.set_xticks(x, labels, rotation=20, ha="right", fontsize=8)
+    ax_z.set_xlabel("call (input)")
+    ax_z.grid(True, axis="y", alpha=0.3)
+    ax_z.set_title("Zero point chosen on each call (the weight's is 0: symmetric)", fontsize=10)
     return fig

@@ -1,4 +1,4 @@
-"""Interactive panels: sliders wired to experiments.py (the numbers) and plots.py (the figure).
+"""Interactive panels: sliders wired to experiments.py or bench.py (the numbers) and plots.py (the figure).
 
 A panel is an ipywidgets box built with `interactive_output`; it draws its default state
 once when built. Displaying a panel also carries a PNG of its current state, so a notebook
@@ -18,7 +18,7 @@ import ipywidgets as widgets
 import torch
 from IPython.display import Image, display
 
-from . import plots
+from . import bench, plots
 from .experiments import (
     SCHEMES,
     check_factories,
@@ -32,7 +32,8 @@ from .experiments import (
 
 # clip_range, quantize_with, inject_outliers and score_observers are the lessons' names for the
 # math behind the panels; they live in experiments.py and stay importable from here.
-__all__ = ["OutlierPanel", "QuantizationPanel", "clip_range", "inject_outliers", "outlier_panel",
+__all__ = ["CNNSpeedPanel", "DynamicSpeedPanel", "OutlierPanel", "QuantizationPanel", "clip_range",
+           "cnn_speed_panel", "dynamic_speed_panel", "inject_outliers", "outlier_panel",
            "quantization_panel", "quantize_with", "score_observers"]  # fmt: skip
 
 _WIDE = {"description_width": "initial"}
@@ -218,3 +219,171 @@ def outlier_panel(x, observers: dict, name: str = "activation", **defaults):
     defaults: outliers (0..20) and size (1..50), the sliders' starting values.
     """
     return OutlierPanel(x, observers, name, **defaults)
+
+
+# ---------------------------------------------------------------------------------------
+# Lessons 03 and 04: speed panels (real timings: bench.py measures, plots.py draws)
+# ---------------------------------------------------------------------------------------
+
+HIDDEN, BATCH, SEQ, WIDTH = (128, 1024), (1, 64), (1, 64), (0.25, 4.0)  # the sliders' ranges
+PANEL_RUN_TIME = 0.05  # seconds of timed calls per configuration and draw: a draw takes seconds
+DYNAMIC_KINDS = {"LSTM": "lstm", "Linear": "linear"}
+CNN_MODELS = {"ResNet": "resnet", "MobileNetV2": "mobilenet_v2"}
+
+
+def _threads_range() -> tuple[int, int]:
+    return 1, bench.max_threads()
+
+
+def _check_run_time(min_run_time) -> None:
+    if isinstance(min_run_time, bool) or not isinstance(min_run_time, numbers.Real) or not min_run_time > 0:
+        raise ValueError(f"min_run_time must be a number of seconds > 0, got {min_run_time!r}")
+
+
+def _check_option(name: str, value, options: dict) -> None:
+    if value not in options.values():
+        raise ValueError(f"{name} must be one of {tuple(options.values())}, got {value!r}")
+
+
+def _int_slider(value, lo, hi, description, step=1):
+    return widgets.IntSlider(value=value, min=lo, max=hi, step=step, description=description,
+                             continuous_update=False, style=_WIDE, layout=widgets.Layout(width="300px"))
+
+
+class SpeedPanel(Panel):
+    """A panel whose draw is a timing: the last settings' result and figure are kept, so the
+    PNG shown with the widget is the draw the readout describes, not a second, different timing."""
+
+    controls: dict
+
+    def _measure(self, **settings) -> dict:  # overridden per panel
+        raise NotImplementedError
+
+    def _describe(self, r: dict) -> tuple[str, str]:  # -> (readout HTML, figure title)
+        raise NotImplementedError
+
+    def _compute(self, **settings):
+        key = tuple(sorted(settings.items()))
+        if getattr(self, "_last", (None,))[0] == key:
+            return self._last[1]
+        self.result = self._measure(**settings)
+        readout, title = self._describe(self.result)
+        self.readout.value = readout
+        fig = plots.plot_latency(self.result, title)
+        self._last = (key, fig)
+        return fig
+
+    def _draw(self, **settings):
+        _show(self._compute(**settings))
+
+    def figure(self):
+        return self._compute(**{name: w.value for name, w in self.controls.items()})
+
+
+class DynamicSpeedPanel(SpeedPanel):
+    """Latency of fp32, torch.ao dynamic int8 and qlab dynamic int8 on a random LSTM or Linear stack.
+
+    Controls: "model" (ToggleButtons LSTM / Linear), "hidden size" (IntSlider 128..1024),
+    "batch size" (1..64), "sequence length" (1..64), "threads" (1..CPU count). Readout:
+    "LSTM, hidden 256, batch 32, seq 32, 2 threads — torch.ao int8 1.23x fp32, qlab int8 0.80x fp32".
+    Numbers: qlab.lab.bench.time_dynamic, measured anew on every draw.
+    """
+
+    def __init__(self, kind: str = "lstm", hidden: int = 256, batch: int = 32, seq: int = 32,
+                 threads: int | None = None, min_run_time: float = PANEL_RUN_TIME):
+        _check_option("kind", kind, DYNAMIC_KINDS)
+        _check_slider("hidden", hidden, *HIDDEN, kind=numbers.Integral)
+        _check_slider("batch", batch, *BATCH, kind=numbers.Integral)
+        _check_slider("seq", seq, *SEQ, kind=numbers.Integral)
+        threads = torch.get_num_threads() if threads is None else threads
+        _check_slider("threads", threads, *_threads_range(), kind=numbers.Integral)
+        _check_run_time(min_run_time)
+        self.min_run_time = min_run_time
+        self.kind = widgets.ToggleButtons(options=list(DYNAMIC_KINDS.items()), value=kind,
+                                          description="model", style={**_WIDE, "button_width": "80px"})
+        self.hidden = _int_slider(hidden, *HIDDEN, "hidden size", step=64)
+        self.batch = _int_slider(batch, *BATCH, "batch size")
+        self.seq = _int_slider(seq, *SEQ, "sequence length")
+        self.threads = _int_slider(threads, *_threads_range(), "threads")
+        self.readout = widgets.HTML()
+        self.controls = {"kind": self.kind, "hidden": self.hidden, "batch": self.batch, "seq": self.seq,
+                         "threads": self.threads}
+        self.output = widgets.interactive_output(self._draw, self.controls)
+        super().__init__([self.kind, widgets.HBox([self.hidden, self.batch]),
+                          widgets.HBox([self.seq, self.threads]), self.readout, self.output])
+
+    def _measure(self, kind, hidden, batch, seq, threads):
+        return bench.time_dynamic(kind, hidden, batch, seq, threads, self.min_run_time)
+
+    def _describe(self, r):
+        name = {v: k for k, v in DYNAMIC_KINDS.items()}[r["kind"]]
+        s = r["speedup"]
+        size = f"{name}, hidden {r['hidden']}, batch {r['batch']}, seq {r['seq']}, {r['threads']} threads"
+        readout = (f"{size} — <b>torch.ao int8 {s['torch.ao int8']:.2f}x fp32</b>, "
+                   f"qlab int8 {s['qlab int8']:.2f}x fp32 (fp32 {plots.fmt_ms(r['ms']['fp32'])} ms; "
+                   "above 1x is faster)")
+        return readout, f"Dynamic int8, {size}"
+
+
+def dynamic_speed_panel(**defaults) -> DynamicSpeedPanel:
+    """Lesson 03's panel: drag "hidden size", "batch size" and "sequence length"; watch where
+    dynamic int8 starts to pay. defaults: kind ("lstm" or "linear"), hidden (128..1024),
+    batch (1..64), seq (1..64), threads (1..CPU count; default torch's), min_run_time (s)."""
+    return DynamicSpeedPanel(**defaults)
+
+
+class CNNSpeedPanel(SpeedPanel):
+    """Latency of a lesson CNN: best fp32 (contiguous or channels_last, named), torch.ao static
+    int8, qlab static int8 and dynamic int8 (only the fc), with the ratios vs the best fp32.
+
+    Controls: "model" (ToggleButtons ResNet / MobileNetV2), "batch size" (1..64), "threads"
+    (1..CPU count), "width multiplier" (0.25..4, the lesson model's channel widths times this).
+    Readout: "ResNet ×1.00, batch 64, 2 threads — best fp32: channels_last 3.1 ms · torch.ao
+    int8 2.05x fp32 · qlab int8 0.15x fp32 · dynamic int8 (fc only) 1.00x fp32".
+    Numbers: qlab.lab.bench.time_cnn (random weights; the first draw at a width builds and
+    calibrates its int8 models).
+    """
+
+    def __init__(self, model: str = "resnet", batch: int = 64, threads: int | None = None,
+                 width: float = 1.0, min_run_time: float = PANEL_RUN_TIME):
+        _check_option("model", model, CNN_MODELS)
+        _check_slider("batch", batch, *BATCH, kind=numbers.Integral)
+        threads = torch.get_num_threads() if threads is None else threads
+        _check_slider("threads", threads, *_threads_range(), kind=numbers.Integral)
+        _check_slider("width", width, *WIDTH)
+        _check_run_time(min_run_time)
+        self.min_run_time = min_run_time
+        self.model = widgets.ToggleButtons(options=list(CNN_MODELS.items()), value=model,
+                                           description="model", style={**_WIDE, "button_width": "110px"})
+        self.batch = _int_slider(batch, *BATCH, "batch size")
+        self.threads = _int_slider(threads, *_threads_range(), "threads")
+        self.width = widgets.FloatSlider(value=width, min=WIDTH[0], max=WIDTH[1], step=0.25,
+                                         description="width multiplier", readout_format=".2f",
+                                         continuous_update=False, style=_WIDE,
+                                         layout=widgets.Layout(width="320px"))
+        self.readout = widgets.HTML()
+        self.controls = {"model": self.model, "batch": self.batch, "threads": self.threads,
+                         "width": self.width}
+        self.output = widgets.interactive_output(self._draw, self.controls)
+        super().__init__([self.model, widgets.HBox([self.batch, self.threads, self.width]),
+                          self.readout, self.output])
+
+    def _measure(self, model, batch, threads, width):
+        return bench.time_cnn(model, batch, threads, width, self.min_run_time)
+
+    def _describe(self, r):
+        name = {v: k for k, v in CNN_MODELS.items()}[r["model"]]
+        s, base = r["speedup"], r["baseline"]
+        size = f"{name} ×{r['width']:.2f}, batch {r['batch']}, {r['threads']} threads"
+        readout = (f"{size} — best fp32: {r['fp32_layout']} {plots.fmt_ms(r['ms'][base])} ms · "
+                   f"<b>torch.ao int8 {s['torch.ao int8']:.2f}x fp32</b> · "
+                   f"qlab int8 {s['qlab int8']:.2f}x fp32 · "
+                   f"dynamic int8 (fc only) {s['dynamic int8']:.2f}x fp32 (above 1x is faster)")
+        return readout, f"Static int8, {size}"
+
+
+def cnn_speed_panel(**defaults) -> CNNSpeedPanel:
+    """Lesson 04's panel: drag "batch size", "threads" and "width multiplier"; watch static
+    int8 against the best fp32. defaults: model ("resnet" or "mobilenet_v2"), batch (1..64),
+    threads (1..CPU count; default torch's), width (0.25..4), min_run_time (s)."""
+    return CNNSpeedPanel(**defaults)

@@ -57,6 +57,20 @@ def test_dynamic_variants_are_the_models_they_claim():
             assert (v[name](x) - ref).abs().max() < 0.1, name
 
 
+def test_time_dynamic_overhead_parts():
+    r = bench.time_dynamic_overhead(hidden=16, rows=4, threads=1, min_run_time=FAST)
+    assert list(r["ms"]) == ["fp32 Linear", "dynamic Linear", "choose qparams", "quantize x", "int8 product"]
+    assert all(t > 0 for t in r["ms"].values()) and (r["hidden"], r["rows"], r["threads"]) == (16, 4, 1)
+    assert r["overhead_share"] == pytest.approx(
+        (r["ms"]["choose qparams"] + r["ms"]["quantize x"]) / r["ms"]["dynamic Linear"])
+
+
+def test_overhead_table():
+    table = bench.overhead_table((8,), (1, 2), threads=1, min_run_time=FAST).splitlines()
+    assert table[0].startswith("| hidden | rows | fp32 us | dynamic us |") and len(table) == 4
+    assert re.fullmatch(r"\| 8 \| 2 \|( [\d.]+ \|){5} \d+% \|", table[3])
+
+
 def test_dynamic_model_is_seeded_and_leaves_the_global_rng_alone():
     state = torch.random.get_rng_state()
     a, b = bench.dynamic_model("linear", 8), bench.dynamic_model("linear", 8)
@@ -139,7 +153,7 @@ def test_main_prints_the_linear_table(capsys):
     bench.main(["--quick", "--only", "linear", "--m", "8", "--k", "16", "--n", "16", "--min-run-time", "0.01",
                 "--threads", "1"])
     out = capsys.readouterr().out
-    assert "# qlab bench: 1 torch threads" in out
+    assert "# qlab bench: torch threads = 1," in out
     assert "| fp32 nn.Linear |" in out and "qlab / fbgemm time:" in out
 
 
@@ -152,6 +166,8 @@ def test_main_prints_the_linear_table(capsys):
     (lambda: bench.time_dynamic(threads=0), r"threads=0 is out of range; threads must be in 1\.\."),
     (lambda: bench.time_dynamic(threads=bench.max_threads() + 1), r"threads must be in 1\.\."),
     (lambda: bench.time_dynamic(min_run_time=0), r"min_run_time must be a number of seconds > 0"),
+    (lambda: bench.time_dynamic_overhead(rows=0), r"rows=0 is out of range; rows must be in 1\.\."),
+    (lambda: bench.time_dynamic_overhead(hidden=1), r"hidden must be in 8\.\.4096"),
     (lambda: bench.time_cnn("vgg"), r"unknown model_name 'vgg'; allowed: 'resnet', 'mobilenet_v2'"),
     (lambda: bench.time_cnn(width=0), r"width=0 is out of range; width must be > 0"),
     (lambda: bench.time_cnn(width=-1.0), r"width must be > 0"),

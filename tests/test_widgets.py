@@ -196,7 +196,7 @@ def test_dynamic_speed_panel_contract_and_one_default_draw(fake_dynamic):
     assert panel.kind.options == (("LSTM", "lstm"), ("Linear", "linear"))
     assert panel.readout in panel.children and panel.output in panel.children
     assert fake_dynamic == [("lstm", 512, 8, 16, 1, W.PANEL_RUN_TIME)]  # drawn once, at the defaults
-    assert panel.readout.value.startswith("LSTM, hidden 512, batch 8, seq 16, 1 threads — ")
+    assert panel.readout.value.startswith("LSTM, hidden 512, batch 8, seq 16, 1 thread — ")
     assert ratio_of(panel, "torch.ao int8") == 2.0 and ratio_of(panel, "qlab int8") == 3.0
     bundle = panel._repr_mimebundle_()  # the PNG is the draw the readout describes: no second timing
     assert bundle["image/png"] and len(fake_dynamic) == 1
@@ -233,7 +233,7 @@ def test_cnn_speed_panel_contract_and_one_default_draw(fake_cnn):
     assert panel.model.options == (("ResNet", "resnet"), ("MobileNetV2", "mobilenet_v2"))
     assert fake_cnn == [("resnet", 4, 1, 0.5, W.PANEL_RUN_TIME)]
     text = panel.readout.value
-    assert text.startswith("ResNet ×0.50, batch 4, 1 threads — best fp32: channels_last 2 ms")
+    assert text.startswith("ResNet ×0.50, batch 4, 1 thread — best fp32: channels_last 2 ms")
     assert ratio_of(panel, "torch.ao int8") == 3.0 and ratio_of(panel, "qlab int8") == 4.0
     assert ratio_of(panel, "dynamic int8 (fc only)") == 5.0
     panel.model.value = "mobilenet_v2"

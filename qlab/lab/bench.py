@@ -7,6 +7,7 @@
     time_cnn(model_name, batch, width)       a lesson CNN: best fp32, torch.ao and qlab static int8,
                                              and dynamic int8 (which only touches the fc)
     sweep_dynamic(kind, hiddens, batches)    time_dynamic over a grid: where int8 starts to pay
+    time_dynamic_overhead(hidden, rows)      choosing qparams + quantizing x, against the int8 product
     pareto_front(points)                     the configurations nothing beats on speed and quality
 
 Medians from torch.utils.benchmark's blocked_autorange, all at the same torch thread count, the
@@ -27,6 +28,7 @@ import statistics
 import warnings
 
 import torch
+import torch.ao.nn.quantized as nnq
 import torch.ao.quantization as tq
 from torch import nn
 from torch.utils import benchmark
@@ -72,8 +74,11 @@ def interleaved_ms(fns: dict, min_run_time: float = 0.5, rounds: int = 3) -> dic
 
 
 def max_threads() -> int:
-    """The most torch threads a measurement may ask for: this machine's CPU count."""
-    return os.cpu_count() or 1
+    """The most torch threads a measurement may ask for: the CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _check_int(name: str, value, lo: int, hi: int) -> int:
@@ -225,6 +230,47 @@ def sweep_dynamic(kind: str = "lstm", hiddens=(128, 256, 512, 1024), batches=(1,
                 table[key].setdefault(name, []).append([r[key][name] for r in rows])
     return {"kind": kind, "hiddens": list(hiddens), "batches": list(batches), "seq": seq,
             "threads": rows[0]["threads"], **table}
+
+
+def time_dynamic_overhead(hidden: int = 256, rows: int = 32, threads: int | None = None,
+                          min_run_time: float = 0.2) -> dict:
+    """Where a dynamic int8 Linear (hidden -> 4*hidden, `rows` input rows: the batch of one LSTM
+    step, or batch*seq tokens of a Linear stack) spends its time, each part timed as its own
+    torch op on the x86 engine, interleaved with the whole:
+
+        "choose qparams":  min and max of x -> scale, zero point (torch._choose_qparams_per_tensor)
+        "quantize x":      torch.quantize_per_tensor, x -> uint8 codes
+        "int8 product":    the same product on pre-quantized x (torch.ao's static Linear)
+        "dynamic Linear":  the whole call (torch.ao's dynamic Linear); "fp32 Linear" for reference
+
+    "overhead_share" = (choose qparams + quantize x) / dynamic Linear: the run-time price of
+    measuring the seasoning per order. Separate ops each pay a dispatch (a few us), so at tiny
+    sizes the parts can add up to more than the whole.
+    """
+    hidden = _check_int("hidden", hidden, *HIDDEN)
+    rows = _check_int("rows", rows, 1, BATCH[1] * SEQ[1])
+    _check_common(threads, min_run_time)
+    gen = torch.Generator().manual_seed(0)
+    lin = nn.Linear(hidden, 4 * hidden).eval()
+    with torch.no_grad():
+        lin.weight.copy_(torch.randn(lin.weight.shape, generator=gen) / hidden**0.5)
+    x = torch.randn(rows, hidden, generator=gen)
+    with settings(threads):
+        dynamic = tq.quantize_dynamic(nn.Sequential(lin), {nn.Linear}, dtype=torch.qint8)[0]
+        scale, zp = torch._choose_qparams_per_tensor(x, True)
+        xq = torch.quantize_per_tensor(x, scale, zp, torch.quint8)
+        static = nnq.Linear(hidden, 4 * hidden)
+        static.set_weight_bias(dynamic.weight(), lin.bias.detach())
+        static.scale, static.zero_point = 0.05, 64
+        fns = {"fp32 Linear": functools.partial(lin, x),
+               "dynamic Linear": functools.partial(dynamic, x),
+               "choose qparams": functools.partial(torch._choose_qparams_per_tensor, x, True),
+               "quantize x": functools.partial(torch.quantize_per_tensor, x, scale, zp, torch.quint8),
+               "int8 product": functools.partial(static, xq)}
+        ms = interleaved_ms(fns, min_run_time)
+        used = torch.get_num_threads()
+    share = (ms["choose qparams"] + ms["quantize x"]) / ms["dynamic Linear"]
+    return {"hidden": hidden, "rows": rows, "threads": used, "ms": ms, "overhead_share": share}
 
 
 # ---------------------------------------------------------------------------------------
@@ -406,6 +452,20 @@ def sweep_table(sweep: dict, config: str = "torch.ao int8") -> str:
     return "\n".join(lines)
 
 
+def overhead_table(hiddens=(256, 1024), rows=(1, 32, 1024), threads: int | None = None,
+                   min_run_time: float = 0.5) -> str:
+    """Markdown: time_dynamic_overhead for each size, in microseconds, and the overhead share."""
+    lines = ["| hidden | rows | fp32 us | dynamic us | choose qparams us | quantize x us | int8 product us "
+             "| overhead share |", "|---|---|---|---|---|---|---|---|"]
+    for h in hiddens:
+        for r in rows:
+            o = time_dynamic_overhead(h, r, threads, min_run_time)
+            parts = ("fp32 Linear", "dynamic Linear", "choose qparams", "quantize x", "int8 product")
+            us = " | ".join(f"{o['ms'][k] * 1e3:.1f}" for k in parts)
+            lines.append(f"| {h} | {r} | {us} | {o['overhead_share']:.0%} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--m", type=int, default=256)
@@ -422,7 +482,7 @@ def main(argv=None) -> None:
         torch.set_num_threads(a.threads)
     run_time = a.min_run_time or (0.1 if a.quick else 0.5)
     threads = torch.get_num_threads()
-    print(f"# qlab bench: {threads} torch threads, median over at least {run_time:g} s of calls a case\n")
+    print(f"# qlab bench: torch threads = {threads}, median over at least {run_time:g} s of calls a case\n")
     print("Speedups are fp32 time / int8 time from the same run (above 1: int8 is faster).\n")
 
     if a.only in (None, "linear"):
@@ -447,6 +507,8 @@ def main(argv=None) -> None:
             for config in ("torch.ao int8", "qlab int8"):
                 print(f"## Dynamic int8, {kind} (seq 32): {config} speedup vs fp32\n")
                 print(sweep_table(sweep, config) + "\n")
+        print("## Where a torch.ao dynamic Linear (hidden -> 4*hidden) spends its time\n")
+        print(overhead_table(hiddens, (1, 32, 1024), None, run_time) + "\n")
 
 
 if __name__ == "__main__":

@@ -235,6 +235,10 @@ def _threads_range() -> tuple[int, int]:
     return 1, bench.max_threads()
 
 
+def _threads(n: int) -> str:
+    return f"{n} thread" + ("" if n == 1 else "s")
+
+
 def _check_run_time(min_run_time) -> None:
     if isinstance(min_run_time, bool) or not isinstance(min_run_time, numbers.Real) or not min_run_time > 0:
         raise ValueError(f"min_run_time must be a number of seconds > 0, got {min_run_time!r}")
@@ -318,7 +322,7 @@ class DynamicSpeedPanel(SpeedPanel):
     def _describe(self, r):
         name = {v: k for k, v in DYNAMIC_KINDS.items()}[r["kind"]]
         s = r["speedup"]
-        size = f"{name}, hidden {r['hidden']}, batch {r['batch']}, seq {r['seq']}, {r['threads']} threads"
+        size = f"{name}, hidden {r['hidden']}, batch {r['batch']}, seq {r['seq']}, {_threads(r['threads'])}"
         readout = (f"{size} — <b>torch.ao int8 {s['torch.ao int8']:.2f}x fp32</b>, "
                    f"qlab int8 {s['qlab int8']:.2f}x fp32 (fp32 {plots.fmt_ms(r['ms']['fp32'])} ms; "
                    "above 1x is faster)")
@@ -374,7 +378,7 @@ class CNNSpeedPanel(SpeedPanel):
     def _describe(self, r):
         name = {v: k for k, v in CNN_MODELS.items()}[r["model"]]
         s, base = r["speedup"], r["baseline"]
-        size = f"{name} ×{r['width']:.2f}, batch {r['batch']}, {r['threads']} threads"
+        size = f"{name} ×{r['width']:.2f}, batch {r['batch']}, {_threads(r['threads'])}"
         readout = (f"{size} — best fp32: {r['fp32_layout']} {plots.fmt_ms(r['ms'][base])} ms · "
                    f"<b>torch.ao int8 {s['torch.ao int8']:.2f}x fp32</b> · "
                    f"qlab int8 {s['qlab int8']:.2f}x fp32 · "

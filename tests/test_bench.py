@@ -85,6 +85,7 @@ def test_time_cnn_returns_times_and_ratios(model_name):
     assert list(r["ms"]) == ["fp32 contiguous", "fp32 channels_last", "torch.ao int8", "qlab int8",
                              "dynamic int8"]
     assert r["fp32_layout"] in ("contiguous", "channels_last")
+    assert r["dynamic_layout"] in ("contiguous", "channels_last")
     assert r["baseline"] == f"fp32 {r['fp32_layout']}"
     assert r["ms"][r["baseline"]] == min(r["ms"]["fp32 contiguous"], r["ms"]["fp32 channels_last"])
     _check_ratios(r)

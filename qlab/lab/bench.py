@@ -363,26 +363,37 @@ def time_cnn_variants(variants: dict[str, nn.Module], batch: int = 64, threads: 
     """Time what cnn_variants returned on one random batch of [batch, 3, 32, 32] images.
 
     fp32 runs both contiguous and channels_last (model and input); the faster one is the
-    baseline. Returns {"batch", "threads", "fp32_layout": "contiguous" or "channels_last",
-    "baseline": "fp32 <layout>", "ms": {config: median ms}, "speedup": {config: best fp32 ms / ms}}.
+    baseline. Dynamic int8 (fp32 convs, int8 fc) also runs in both and keeps its faster one.
+    Returns {"batch", "threads", "fp32_layout" and "dynamic_layout": "contiguous" or
+    "channels_last", "baseline": "fp32 <layout>", "ms": {config: median ms},
+    "speedup": {config: best fp32 ms / ms}}.
     """
     batch = _check_int("batch", batch, *BATCH)
     _check_common(threads, min_run_time)
     x = torch.randn(batch, *IMAGE, generator=torch.Generator().manual_seed(1))
-    fp32 = variants["fp32"]
-    fp32_cl = copy.deepcopy(fp32).to(memory_format=torch.channels_last)
     x_cl = x.contiguous(memory_format=torch.channels_last)
+    fp32, dynamic = variants["fp32"], variants["dynamic int8"]
+    fp32_cl, dynamic_cl = (copy.deepcopy(m).to(memory_format=torch.channels_last) for m in (fp32, dynamic))
     fns = {"fp32 contiguous": functools.partial(fp32, x),
            "fp32 channels_last": functools.partial(fp32_cl, x_cl),
-           **{name: functools.partial(variants[name], x) for name in ("torch.ao int8", "qlab int8",
-                                                                       "dynamic int8")}}
+           "torch.ao int8": functools.partial(variants["torch.ao int8"], x),
+           "qlab int8": functools.partial(variants["qlab int8"], x),
+           "dynamic contiguous": functools.partial(dynamic, x),
+           "dynamic channels_last": functools.partial(dynamic_cl, x_cl)}
     with settings(threads):
         ms = interleaved_ms(fns, min_run_time)
         used = torch.get_num_threads()
-    layouts = {k: ms[f"fp32 {k}"] for k in ("contiguous", "channels_last")}
-    layout = min(layouts, key=layouts.get)
-    return {"batch": batch, "threads": used, "fp32_layout": layout, "baseline": f"fp32 {layout}",
-            "ms": ms, "speedup": speedups(ms, f"fp32 {layout}")}
+    best = {}
+    for config in ("fp32", "dynamic"):
+        layouts = {k: ms.pop(f"{config} {k}") for k in ("contiguous", "channels_last")}
+        best[config] = min(layouts, key=layouts.get)
+        if config == "fp32":
+            ms = {**{f"fp32 {k}": t for k, t in layouts.items()}, **ms}
+        else:
+            ms["dynamic int8"] = layouts[best[config]]
+    baseline = f"fp32 {best['fp32']}"
+    return {"batch": batch, "threads": used, "fp32_layout": best["fp32"], "dynamic_layout": best["dynamic"],
+            "baseline": baseline, "ms": ms, "speedup": speedups(ms, baseline)}
 
 
 def time_cnn(model_name: str = "resnet", batch: int = 64, threads: int | None = None, width: float = 1.0,

@@ -294,11 +294,12 @@ def _float_input(x) -> torch.Tensor:
     return x.detach().reshape(-1, x.shape[-1]).to(torch.float32)
 
 
-def _linear(x32: torch.Tensor, w: _Weight, reduce_range: bool) -> torch.Tensor:
-    g = choose_grid(x32, reduce_range)  # 1. this call's scale and zero point
-    a, c = quantize_shifted(x32, g)  # 2. q_x - z_x = a + c, a int8
-    acc = int_product(a, c, w)  # 3. int32
-    return to_float(acc, g, w)  # 4. one fma per output
+def linear_steps(x32: torch.Tensor, w: _Weight, reduce_range: bool = True) -> torch.Tensor:
+    """The four steps of one dynamic int8 Linear call on float32 rows x32 [m, k]."""
+    g = choose_grid(x32, reduce_range)  # 1. this call's scale and zero point, from min(x), max(x)
+    a, c = quantize_shifted(x32, g)  # 2. the codes: q_x - z_x = a + c, a int8
+    acc = int_product(a, c, w)  # 3. the integer product, int32 (torch._int_mm)
+    return to_float(acc, g, w)  # 4. back to float: fma(acc, s_x * s_w, b), once per output
 
 
 def dynamic_linear(x: torch.Tensor, w_q: torch.Tensor, w_qp: QParams, bias: torch.Tensor | None,
@@ -309,7 +310,7 @@ def dynamic_linear(x: torch.Tensor, w_q: torch.Tensor, w_qp: QParams, bias: torc
     """
     x32 = _float_input(x)
     w = prepare_weight(w_q, w_qp, bias) if weight is None else weight
-    y = _linear(x32, w, reduce_range)
+    y = linear_steps(x32, w, reduce_range)
     return y.reshape(*x.shape[:-1], y.shape[-1]).to(x.dtype)
 
 
@@ -463,7 +464,7 @@ class DynamicQuantLSTM(nn.Module):
             w_hh, hh = lin["hh"].prepared_weight(), lin["hh"]  # checked once, used every step
             outs = []
             for t in range(seq):
-                gates = x_proj[t] + _linear(h.to(torch.float32), w_hh, hh.reduce_range).to(h.dtype)
+                gates = x_proj[t] + linear_steps(h.to(torch.float32), w_hh, hh.reduce_range).to(h.dtype)
                 i, f, g, o = gates.chunk(4, dim=1)
                 c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
                 h = torch.sigmoid(o) * torch.tanh(c)

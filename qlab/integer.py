@@ -14,6 +14,10 @@ The bias b is added in one of two ways (an int8 module's `bias_rule`):
    hardware, TFLite):    and added as an int32 (int32_bias); the rounding can move an output
                          by one step, and the step can grow through later layers.
 
+The integer product is exact in every method int_conv2d picks: torch._int_mm (int8 x int8 ->
+int32), an exact int32 sum, or a float32 convolution where float32_sum_is_exact proves that no
+partial sum can leave the integers float32 holds exactly (|n| <= 2**24).
+
 Requantization comes in two flavours that agree except for rare 1-LSB cases:
 
   float (fbgemm):    M is a float32, computed as float32(s_x * s_w) / s_out; acc is turned into
@@ -53,14 +57,26 @@ def _per_channel(v: torch.Tensor, ndim: int, channel_dim: int) -> torch.Tensor:
     return v.reshape(shape)
 
 
-def with_float_bias(acc: torch.Tensor, bias: torch.Tensor, acc_scale, channel_dim: int = -1):
+def with_float_bias(acc: torch.Tensor, bias: torch.Tensor, acc_scale, channel_dim: int = -1,
+                    inplace: bool = False) -> torch.Tensor:
     """float32(acc) + b / (s_x s_w): fbgemm's float bias, added before requantize multiplies by M.
 
     acc_scale is float32(s_x * s_w), a scalar or one value per output channel.
+    inplace=True adds into acc when it is float32 already (for a caller that owns acc).
     """
     acc_scale = torch.as_tensor(acc_scale, dtype=torch.float32)
-    b = bias.to(torch.float32) / acc_scale
-    return acc.to(torch.float32) + _per_channel(b, acc.dim(), channel_dim)
+    b = _per_channel(bias.to(torch.float32) / acc_scale, acc.dim(), channel_dim)
+    return _as_float32(acc, inplace).add_(b)
+
+
+def _as_float32(acc: torch.Tensor, inplace: bool) -> torch.Tensor:
+    """float32(acc) in a buffer of its own: acc itself if float32 and inplace, else a new one.
+
+    (An explicit cast, then in-place ops: torch's mixed int32-float32 ops can be many times slower.)
+    """
+    if inplace and acc.dtype == torch.float32:
+        return acc
+    return acc.to(torch.float32, copy=True)
 
 
 def int32_bias(bias: torch.Tensor, acc_scale) -> torch.Tensor:
@@ -70,15 +86,24 @@ def int32_bias(bias: torch.Tensor, acc_scale) -> torch.Tensor:
 
 
 def requantize(acc: torch.Tensor, multiplier, zero_point: int, qmin: int, qmax: int,
-               channel_dim: int = -1) -> torch.Tensor:
+               channel_dim: int = -1, inplace: bool = False) -> torch.Tensor:
     """q = clamp(round_half_even(float32(acc) * M) + zero_point, qmin, qmax) (fbgemm's form).
 
     `multiplier` is a float32 scalar, or one value per output channel along `channel_dim`.
-    acc is the int32 accumulator, or the float32 one with_float_bias made.
+    acc is the int32 accumulator, or the float32 one with_float_bias made. The result is
+    float32 (integer-valued); inplace=True computes it in acc's buffer when acc is float32.
     """
     m = _per_channel(torch.as_tensor(multiplier, dtype=torch.float32), acc.dim(), channel_dim)
-    q = acc.to(torch.float32, copy=True).mul_(m).round_().add_(zero_point)  # in place: one buffer
-    return q.clamp_(qmin, qmax)
+    return _as_float32(acc, inplace).mul_(m).round_().add_(zero_point).clamp_(qmin, qmax)
+
+
+def to_codes(q: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Integer-valued float codes, already clamped to dtype's range, stored as `dtype`.
+
+    8-bit codes go through int16: the same integers, but torch's float -> uint8 cast is
+    several times slower than float -> int16 -> uint8.
+    """
+    return q.to(torch.int16).to(dtype) if dtype in (torch.uint8, torch.int8) else q.to(dtype)
 
 
 def quantize_multiplier(multiplier: float) -> tuple[int, int]:
@@ -173,8 +198,8 @@ def int_linear(x_q: torch.Tensor, x_zp: int, w_q: torch.Tensor,
     else:
         acc = torch.zeros(0, w_q.shape[0], dtype=torch.int32)
     if c:
-        w_sum = w_q.to(torch.int32).sum(1) if w_sum is None else w_sum
-        acc += c * w_sum
+        w_sum = w_q.sum(1, dtype=torch.int32) if w_sum is None else w_sum
+        acc += c * w_sum.to(torch.int32)  # int32 + int32: a mixed int64 add is many times slower
     w_zp = torch.as_tensor(w_zp, dtype=torch.int32)
     if bool((w_zp != 0).any()):
         k = w_q.shape[1]
@@ -182,19 +207,97 @@ def int_linear(x_q: torch.Tensor, x_zp: int, w_q: torch.Tensor,
     return acc.reshape(*lead, w_q.shape[0])
 
 
+# Float32 holds every integer n with |n| <= 2**24 (a 24-bit significand), so a sum of integer
+# products computed in float32 is exact while no partial sum can pass 2**24.
+FLOAT32_EXACT_LIMIT = 2**24
+
+
+def float32_sum_is_exact(a_max: int, w_abs_sum: int) -> bool:
+    """True when every sum_k a_k w_k with |a_k| <= a_max is exact in float32, in any order.
+
+    Proof: each product and each partial sum is an integer, and
+        |a_j w_j + ... + a_k w_k| <= sum_k |a_k| |w_k| <= a_max * sum_k |w_k| =: bound.
+    While bound <= 2**24, every exact result is a float32, so no addition (or fused
+    multiply-add) rounds, whatever order and blocking the kernel uses. With all-max int8
+    terms (|a| = 128, |w| = 127) that is n <= 1032 terms; with uint8 codes centred on zp = 0
+    (|a| = 255), n <= 518; a depthwise 3x3 has n = 9.
+    """
+    return a_max * w_abs_sum <= FLOAT32_EXACT_LIMIT
+
+
+def weight_abs_sum(w_q: torch.Tensor) -> int:
+    """max over output channels of sum_k |w_q[o, k]|: the weight's part of the float32 bound."""
+    return int(w_q.to(torch.int32).abs().flatten(1).sum(1).max()) if w_q.numel() else 0
+
+
+def _centred_max(dtype: torch.dtype, zero_point: int) -> int:
+    """max |q - zp| over the codes of the storage dtype (uint8: 0..255, int8: -128..127)."""
+    info = torch.iinfo(dtype)
+    return max(int(zero_point) - info.min, info.max - int(zero_point))
+
+
+def _float32_conv_is_strict() -> bool:
+    """True unless torch was told to trade float32 accuracy for speed (bf16 / tf32 / lower
+    matmul precision), which would break the exactness argument of float32_sum_is_exact."""
+    mkldnn = torch.backends.mkldnn
+    levels = (getattr(getattr(mkldnn, "conv", None), "fp32_precision", "none"),
+              getattr(mkldnn, "fp32_precision", "none"), getattr(torch.backends, "fp32_precision", "none"))
+    return (torch.get_float32_matmul_precision() == "highest"
+            and next((p for p in levels if p != "none"), "ieee") == "ieee")
+
+
+def _cached(cache: dict | None, name: str, make):
+    """cache[name], made by make() on first use (no cache: made every call)."""
+    if cache is None:
+        return make()
+    if name not in cache:
+        cache[name] = make()
+    return cache[name]
+
+
 def int_conv2d(x_q: torch.Tensor, x_zp: int, w_q: torch.Tensor, stride=1, padding=0,
-               dilation=1, groups: int = 1) -> torch.Tensor:
+               dilation=1, groups: int = 1, cache: dict | None = None,
+               allow_float32: bool = False) -> torch.Tensor:
     """acc = conv2d(x_q - x_zp, w_q) in int32, exactly (weights symmetric: zero point 0).
 
-    im2col, then an integer matrix product per group: torch._int_mm for ordinary convs;
-    for grouped and depthwise convs (tiny products, many groups) an exact int32 batched sum.
-    Padding uses x_zp, the integer that stands for 0.0.
+    One of three exact methods:
+      1x1 kernel, groups 1:  a Linear over the channels of every (strided) pixel: int_linear,
+                             i.e. torch._int_mm, on the channels-last view of x.
+      else, if float32_sum_is_exact(max|x_q - x_zp|, weight_abs_sum(w_q)): torch's float32
+                             conv2d on the integers x_q - x_zp; no sum can round.
+      else:                  im2col, then torch._int_mm (groups 1) or an exact int32 sum per group.
+    The first two give channels-last (NHWC) memory, which the next layer reads fastest.
+    allow_float32=True returns the float32 method's result as it is (the same integers, as
+    float32). `cache`: a dict the caller keeps while w_q is unchanged, for w_q's derived tensors.
     """
     if w_q.dtype != torch.int8:
         raise TypeError(f"weights must be int8, got {w_q.dtype}")
+    stride, padding, dilation = (_pair(v) for v in (stride, padding, dilation))
+    c_out, _, kh, kw = w_q.shape
+    if (kh, kw) == (1, 1) and padding == (0, 0) and groups == 1:
+        x = x_q[:, :, ::stride[0], ::stride[1]].permute(0, 2, 3, 1)  # (N, H', W', C)
+        w2 = w_q.reshape(c_out, -1)
+        w_sum = _cached(cache, "sum", lambda: w2.sum(1, dtype=torch.int32))
+        return int_linear(x, x_zp, w2, 0, w_sum).permute(0, 3, 1, 2)
+    w_abs_sum = _cached(cache, "abs_sum", lambda: weight_abs_sum(w_q))
+    if float32_sum_is_exact(_centred_max(x_q.dtype, x_zp), w_abs_sum) and _float32_conv_is_strict():
+        nhwc = torch.channels_last
+        w_f = _cached(cache, "float32", lambda: w_q.to(torch.float32, memory_format=nhwc))
+        # zero padding is right here: the padded integer 0 is x_q - x_zp at x = 0.0.
+        # NNPACK (Winograd / FFT: not sums of integer products) is switched off; torch's other
+        # CPU convolutions (oneDNN direct, im2col + GEMM) only multiply and add.
+        with torch.backends.nnpack.flags(enabled=False):
+            acc = F.conv2d(x_q.to(torch.float32, memory_format=nhwc).sub_(x_zp), w_f, None, stride,
+                           padding, dilation, groups)
+        return acc if allow_float32 else acc.to(torch.int32)
+    return _int_conv2d_im2col(x_q, x_zp, w_q, stride, padding, dilation, groups)
+
+
+def _int_conv2d_im2col(x_q, x_zp, w_q, stride, padding, dilation, groups) -> torch.Tensor:
+    """int_conv2d for any values: im2col, then torch._int_mm, or an exact int32 batched sum
+    for grouped and depthwise convs (tiny products, many groups). Padding uses x_zp."""
     n, _, h, w = x_q.shape
     c_out, c_in_g, kh, kw = w_q.shape
-    stride, padding, dilation = (_pair(v) for v in (stride, padding, dilation))
     a, c = _to_int8_shifted(x_q, x_zp)
     if padding != (0, 0):
         # the padded value must stand for 0.0: a + c = 0  ->  a = -c  (fits int8: -c = zp - 128)

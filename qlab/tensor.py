@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .integer import requantize
+from .integer import requantize, to_codes
 from .ops import dequantize, quantize
 from .qparams import QParams
 
@@ -121,31 +121,39 @@ def q_max_pool2d(x: QTensor, kernel_size, stride=None, padding=0, dilation=1,
     # max_pool2d has no integer kernel; float32 holds 8-bit integers exactly.
     out = F.max_pool2d(x.int_repr.to(torch.float32), kernel_size, stride, padding, dilation,
                        ceil_mode=ceil_mode)
-    return x._like(out.to(x.int_repr.dtype))
+    return x._like(to_codes(out, x.int_repr.dtype))
 
 
 def q_adaptive_avg_pool2d(x: QTensor, output_size) -> QTensor:
     """Mean of each window, same qparams: q = zp + round((sum(q) - zp * n) * float32(1 / n)).
 
-    As torch's quantized kernel: an int32 sum, then a float multiplier 1/n, half to even.
+    As torch's quantized kernel: an integer sum, then a float multiplier 1/n, half to even.
+    Window (i, j) spans rows floor(i h / oh) .. ceil((i + 1) h / oh) - 1, columns alike.
     """
     out_size = output_size if isinstance(output_size, (tuple, list)) else (output_size,) * 2
     h, w = x.int_repr.shape[-2:]
     oh = h if out_size[0] is None else out_size[0]
     ow = w if out_size[1] is None else out_size[1]
     q = x.int_repr.to(torch.int32) - x.zero_point
-    rows = []
-    for i in range(oh):
-        h0, h1 = (i * h) // oh, -((-(i + 1) * h) // oh)
-        cols = []
-        for j in range(ow):
-            w0, w1 = (j * w) // ow, -((-(j + 1) * w) // ow)
-            acc = q[..., h0:h1, w0:w1].sum((-2, -1))
-            n = (h1 - h0) * (w1 - w0)
-            mult = torch.tensor(1.0, dtype=torch.float32) / n
-            cols.append(requantize(acc, mult, x.zero_point, x.qparams.qmin, x.qparams.qmax))
-        rows.append(torch.stack(cols, -1))
-    return x._like(torch.stack(rows, -2).to(x.int_repr.dtype))
+    if h % oh == 0 and w % ow == 0:  # equal windows (global pooling too): one reshape, one sum
+        acc = q.unflatten(-1, (ow, w // ow)).unflatten(-3, (oh, h // oh)).sum((-3, -1))
+        out = _mean(acc, (h // oh) * (w // ow), x.qparams)
+    else:  # unequal (overlapping) windows: one window at a time
+        rows = [torch.stack([_mean(q[..., h0:h1, w0:w1].sum((-2, -1)), (h1 - h0) * (w1 - w0), x.qparams)
+                             for w0, w1 in _windows(w, ow)], -1) for h0, h1 in _windows(h, oh)]
+        out = torch.stack(rows, -2)
+    return x._like(to_codes(out, x.int_repr.dtype))
+
+
+def _windows(size: int, out: int) -> list[tuple[int, int]]:
+    """(start, end) of each of the `out` adaptive-pooling windows along a side of `size`."""
+    return [((i * size) // out, -((-(i + 1) * size) // out)) for i in range(out)]
+
+
+def _mean(acc: torch.Tensor, n: int, qp: QParams) -> torch.Tensor:
+    """requantize(sum, 1/n): the window sum of q - zp times float32(1 / n), back on qp's grid."""
+    mult = torch.tensor(1.0, dtype=torch.float32) / n
+    return requantize(acc, mult, int(qp.zero_point), qp.qmin, qp.qmax)
 
 
 def q_flatten(x: QTensor, start_dim: int = 0, end_dim: int = -1) -> QTensor:

@@ -14,6 +14,7 @@ from reference import engine
 from torch import nn
 
 import qlab
+from qlab.integer import float32_sum_is_exact, weight_abs_sum
 from qlab.nn import QFunctional, QuantConv2d, QuantLinear
 from qlab.tensor import QTensor
 
@@ -62,7 +63,7 @@ def test_quant_linear_matches_torch(per_channel, relu, m, k, n):
 CONV_CASES = [  # c_in, c_out, k, stride, padding, groups, dilation
     (3, 16, 3, 1, 1, 1, 1), (16, 32, 3, 2, 1, 1, 1), (16, 16, 3, 1, 1, 16, 1),  # depthwise
     (32, 32, 5, 2, 2, 32, 1), (16, 24, 1, 1, 0, 1, 1), (8, 16, 3, 1, 0, 2, 1),
-    (8, 8, 3, 1, 2, 1, 2),
+    (8, 8, 3, 1, 2, 1, 2), (16, 32, 1, 2, 0, 1, 1),  # a strided 1x1 (ResNet's downsample)
 ]
 
 
@@ -81,6 +82,28 @@ def test_quant_conv2d_matches_torch(per_channel, relu, c_in, c_out, k, stride, p
     twin = qlab.to_torch(ours)
     assert type(twin) is (nniq.ConvReLU2d if relu else nnq.Conv2d)
     assert _compare(ours(x), twin(xq)) == (0, 0.0)
+
+
+def test_quant_conv2d_matches_torch_beyond_the_float32_bound_and_on_channels_last_input():
+    """All |w_q| = 127 and 864 terms: 195 * sum|w_q| > 2**24, so int_conv2d leaves the float32
+    conv for im2col + torch._int_mm; and an input in channels-last memory (what an int8 conv
+    hands on). Both still match torch.ao to the step."""
+    torch.manual_seed(3)
+    conv = nn.Conv2d(96, 8, 3, padding=1)
+    with torch.no_grad():
+        conv.weight.copy_(torch.randint(0, 2, conv.weight.shape) * 2.0 - 1.0)  # +-1: q_w = +-127
+    x, xq = _input((2, 96, 6, 7), 0.05, 60, qmax=127)
+    y_float = conv(xq.dequantize()).detach()
+    out_qp = qlab.qparams_from_range(y_float.min(), y_float.max(), qlab.uint8)
+    ours = QuantConv2d.from_float(conv, _weight_qparams(conv.weight.detach(), False), out_qp)
+    assert not float32_sum_is_exact(255 - 60, weight_abs_sum(ours.weight))
+    assert _compare(ours(x), qlab.to_torch(ours)(xq)) == (0, 0.0)
+    x_cl = QTensor(x.int_repr.contiguous(memory_format=torch.channels_last), x.qparams)
+    pointwise = nn.Conv2d(96, 16, 1)
+    small = QuantConv2d.from_float(pointwise, _weight_qparams(pointwise.weight.detach(), True), out_qp)
+    for module in (ours, small):
+        assert torch.equal(module(x_cl).int_repr, module(x).int_repr)
+        assert _compare(module(x_cl), qlab.to_torch(module)(xq)) == (0, 0.0)
 
 
 def test_float_bias_is_fbgemms_on_ties_and_many_values():
@@ -151,3 +174,17 @@ def test_qfunctional_and_pooling_match_torch():
         assert _compare(nn.AdaptiveAvgPool2d(size)(a), nn.AdaptiveAvgPool2d(size)(aq))[0] == 0
     assert _compare(nn.MaxPool2d(3, 2, 1)(a), nn.MaxPool2d(3, 2, 1)(aq))[0] == 0
     assert _compare(torch.flatten(nn.ReLU()(a), 1), torch.flatten(nn.ReLU()(aq), 1))[0] == 0
+
+
+@pytest.mark.parametrize("zp", [0, 77, 128, 255])
+def test_adaptive_avg_pool_matches_torch_on_channels_last_codes(zp):
+    """int8 convs (torch.ao's and qlab's) hand on channels-last tensors; there torch's pooling
+    kernel rounds as qlab does, ties included (odd zero points too), for equal and unequal windows.
+    (On NCHW-contiguous quint8 tensors torch takes another kernel, which can differ at ties.)"""
+    torch.manual_seed(zp)
+    q = torch.randint(0, 256, (4, 64, 6, 10), dtype=torch.uint8).contiguous(
+        memory_format=torch.channels_last)
+    a = QTensor(q, qlab.QParams(torch.tensor(0.031), torch.tensor(zp), qlab.uint8, 0, 255))
+    aq = torch._make_per_tensor_quantized_tensor(q, 0.031, zp)
+    for size in (1, (2, 5), (3, 3), (4, 7)):
+        assert _compare(nn.AdaptiveAvgPool2d(size)(a), nn.AdaptiveAvgPool2d(size)(aq)) == (0, 0.0)

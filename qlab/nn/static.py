@@ -14,7 +14,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..integer import float_multiplier, int32_bias, int_conv2d, int_linear, requantize, with_float_bias
+from ..integer import (
+    float_multiplier,
+    int32_bias,
+    int_conv2d,
+    int_linear,
+    requantize,
+    to_codes,
+    with_float_bias,
+)
 from ..ops import dequantize
 from ..qconfig import check_bias_rule
 from ..qparams import QParams
@@ -81,6 +89,12 @@ def _expect_qtensor(module: nn.Module, x) -> QTensor:
 def _same_grid(a: QParams, b: QParams) -> bool:
     return (float(a.scale), int(a.zero_point), a.qmin, a.qmax) == (
         float(b.scale), int(b.zero_point), b.qmin, b.qmax)
+
+
+def _dequantize(x: QTensor) -> torch.Tensor:
+    """x_hat = (q - zero_point) * scale in float32, the float steps of qlab.dequantize; without
+    its check of the codes (an int8 module's output holds codes of its own grid)."""
+    return x.int_repr.to(torch.float32).sub_(x.qparams.zero_point).mul_(x.qparams.scale)
 
 
 def _show(qp: QParams) -> str:
@@ -154,9 +168,10 @@ class _QuantWeighted(Int8Module):
         return None if self.bias is None else int32_bias(self.bias, self.accumulator_scale(input_qp))
 
     def _requantize(self, acc: torch.Tensor, input_qp: QParams, channel_dim: int) -> QTensor:
+        """acc (a fresh int32 or float32 accumulator, overwritten here) -> the int8 output."""
         acc_scale = self.accumulator_scale(input_qp)
         if self.bias is not None and self.bias_rule == "float":
-            acc = with_float_bias(acc, self.bias, acc_scale, channel_dim)
+            acc = with_float_bias(acc, self.bias, acc_scale, channel_dim, inplace=True)
         elif self.bias is not None:
             shape = [1] * acc.dim()
             shape[channel_dim] = -1
@@ -164,8 +179,9 @@ class _QuantWeighted(Int8Module):
         out = self.output_qparams
         lo = int(out.zero_point) if self.relu else out.qmin
         m = float_multiplier(input_qp.scale, self.weight_qparams.scale, out.scale)
-        q = requantize(acc, m, int(out.zero_point), lo, out.qmax, channel_dim=channel_dim)
-        return QTensor(q.to(out.qdtype.storage), out)
+        # in place: each big temporary buffer is one more page-faulting allocation
+        q = requantize(acc, m, int(out.zero_point), lo, out.qmax, channel_dim, inplace=True)
+        return QTensor(to_codes(q, out.qdtype.storage), out)
 
     def _extra(self) -> str:
         return (f"relu={self.relu}, per_channel={self.weight_qparams.per_channel}, "
@@ -192,7 +208,7 @@ class QuantLinear(_QuantWeighted):
         """sum_k w_q[n, k] in int32, cached: the zero-point correction int_linear needs."""
         key = (id(self.weight), self.weight._version)
         if self._weight_sum is None or self._weight_sum[0] != key:
-            self._weight_sum = (key, self.weight.to(torch.int32).sum(1))
+            self._weight_sum = (key, self.weight.sum(1, dtype=torch.int32))
         return self._weight_sum[1]
 
     def forward(self, x) -> QTensor:
@@ -207,7 +223,9 @@ class QuantLinear(_QuantWeighted):
 
 
 class QuantConv2d(_QuantWeighted):
-    """int8 Conv2d: im2col + integer product (torch._int_mm, or exact int32 for groups)."""
+    """int8 Conv2d: the exact integer product of qlab.integer.int_conv2d (torch._int_mm for 1x1
+    kernels, a float32 conv where a bound proves it exact, else im2col + torch._int_mm or exact
+    int32 per group), then the bias and requantization."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
                  dilation=1, groups: int = 1, bias: bool = True, relu: bool = False,
@@ -217,6 +235,7 @@ class QuantConv2d(_QuantWeighted):
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.padding = (kh, kw), stride, padding
         self.dilation, self.groups = dilation, groups
+        self._weight_cache = (None, {})  # (weight version, int_conv2d's tensors derived from it)
 
     @classmethod
     def from_float(cls, conv: nn.Conv2d, weight_qp: QParams, output_qp: QParams,
@@ -235,13 +254,21 @@ class QuantConv2d(_QuantWeighted):
         m._set(weight, bias, weight_qp, output_qp)
         return m
 
+    def weight_cache(self) -> dict:
+        """int_conv2d's cache of tensors derived from the weight, emptied when the weight changes."""
+        key = (id(self.weight), self.weight._version)
+        if self._weight_cache[0] != key:
+            self._weight_cache = (key, {})
+        return self._weight_cache[1]
+
     def forward(self, x) -> QTensor:
         x = _expect_qtensor(self, x)
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"QuantConv2d expects input of shape (N, {self.in_channels}, H, W), "
                              f"got {tuple(x.shape)}")
+        int32_rule = self.bias is not None and self.bias_rule == "int32"
         acc = int_conv2d(x.int_repr, x.zero_point, self.weight, self.stride, self.padding,
-                         self.dilation, self.groups)
+                         self.dilation, self.groups, self.weight_cache(), allow_float32=not int32_rule)
         return self._requantize(acc, x.qparams, channel_dim=1)
 
     def extra_repr(self):
@@ -266,31 +293,37 @@ class QFunctional(Int8Module):
         self.output_qparams = None if output_qparams is None else on_full_grid(output_qparams)
 
     def _out(self, y: torch.Tensor, relu: bool = False) -> QTensor:
+        """quantize(y) on the output grid (relu: from the zero point up); y is ours to overwrite.
+
+        The float32 steps of qlab.quantize, in place, without its input checks: y is a sum or
+        product of dequantized codes, finite by construction.
+        """
         qp = self.output_qparams
         if qp is None:
             raise RuntimeError("this QFunctional has no output qparams: the FloatFunctional it "
                                "replaces was never called during calibration")
-        q = QTensor.quantize(y, qp)
-        return q._like(q.int_repr.clamp(min=int(qp.zero_point))) if relu else q
+        lo = int(qp.zero_point) if relu else qp.qmin
+        q = y.mul_(1.0 / qp.scale).round_().add_(qp.zero_point.to(torch.float32))
+        return QTensor(to_codes(q.clamp_(lo, qp.qmax), qp.qdtype.storage), qp)
 
     def add(self, a, b) -> QTensor:
         a, b = _expect_qtensor(self, a), _expect_qtensor(self, b)
-        return self._out(a.dequantize() + b.dequantize())
+        return self._out(_dequantize(a) + _dequantize(b))
 
     def add_relu(self, a, b) -> QTensor:
         a, b = _expect_qtensor(self, a), _expect_qtensor(self, b)
-        return self._out(a.dequantize() + b.dequantize(), relu=True)
+        return self._out(_dequantize(a) + _dequantize(b), relu=True)
 
     def mul(self, a, b) -> QTensor:
         a, b = _expect_qtensor(self, a), _expect_qtensor(self, b)
-        return self._out(a.dequantize() * b.dequantize())
+        return self._out(_dequantize(a) * _dequantize(b))
 
     def cat(self, xs, dim: int = 0) -> QTensor:
         xs = [_expect_qtensor(self, x) for x in xs]
         qp = self.output_qparams
         if qp is not None and all(_same_grid(x.qparams, qp) for x in xs):
             return QTensor(torch.cat([x.int_repr for x in xs], dim), qp)
-        return self._out(torch.cat([x.dequantize() for x in xs], dim))
+        return self._out(torch.cat([_dequantize(x) for x in xs], dim))
 
     def forward(self, x):
         raise RuntimeError("QFunctional is not called directly; use .add, .cat, .mul, .add_relu")

@@ -181,3 +181,16 @@ def test_one_colour_blind_safe_palette():
     assert set(plots.PALETTE) - {plots.GREY} <= okabe_ito
     styles = list(plots.CONFIG_STYLES.values())
     assert len({s[1] for s in styles}) == len(styles)  # each configuration has its own marker
+
+
+def test_lesson03_layer_plots_label_their_axes():
+    from qlab.lab import plots
+
+    fig = plots.plot_layer_scores({"a": 0.99, "b": 0.95, "c": 0.98}, "mean cosine", highlight=["b"])
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "mean cosine" and [t.get_text() for t in ax.get_xticklabels()] == ["a", "b", "c"]
+    assert [p.get_hatch() for p in ax.patches] == [None, "//", None]
+    fig = plots.plot_input_outliers({"a": 3.0, "b": 80.0})
+    assert fig.axes[0].get_yscale() == "log" and "median" in fig.axes[0].get_ylabel()
+    fig = plots.plot_alpha_curve([0.0, 0.5, 1.0], {"cosine": [0.9, 0.99, 0.95]}, 0.5)
+    assert "α" in fig.axes[0].get_xlabel() and len(fig.axes[0].lines) == 2

@@ -278,3 +278,26 @@ def test_speed_panels_refuse_wrong_types():
         W.dynamic_speed_panel(hidden=256.0)
     with pytest.raises(TypeError, match=r"batch must be an int in 1\.\.64, got bool"):
         W.cnn_speed_panel(batch=True)
+
+
+def test_smoothquant_panel_measures_each_alpha_once_and_refuses_bad_alpha():
+    import pytest
+
+    from qlab.lab.widgets import smoothquant_panel
+
+    calls = []
+
+    def evaluate(alpha):
+        calls.append(alpha)
+        return {"cosine": 0.9 + 0.05 * alpha, "nn_agreement": 0.8 + 0.1 * alpha}
+
+    panel = smoothquant_panel(evaluate, alpha=0.8, alphas=(0.0, 1.0))
+    assert sorted(calls) == [0.0, 0.8, 1.0]
+    assert "α = 0.80" in panel.readout.value and "0.9400" in panel.readout.value
+    panel.alpha.value = 0.0
+    assert sorted(calls) == [0.0, 0.8, 1.0]  # measured before: not again
+    assert "0.9000" in panel.readout.value
+    with pytest.raises(ValueError, match="alpha"):
+        smoothquant_panel(evaluate, alpha=1.5)
+    with pytest.raises(TypeError, match="evaluate must be a function"):
+        smoothquant_panel(0.8)

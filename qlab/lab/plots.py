@@ -455,3 +455,58 @@ def plot_dynamic_scales(calls: Sequence[tuple[str, float, int]], weight_scale: f
     ax_z.grid(True, axis="y", alpha=0.3)
     ax_z.set_title("Zero point chosen on each call (the weight's is 0: symmetric)", fontsize=10)
     return fig
+
+
+def plot_layer_scores(scores: Mapping[str, float], ylabel: str, highlight: Sequence[str] = (),
+                      title: str = "") -> Figure:
+    """One bar per layer (in the model's order): a score each, e.g. the quality with only that
+    layer quantized. `highlight`ed layers (hatched, red) are the ones the text picks out."""
+    names = list(scores)
+    values = _np([scores[n] for n in names])
+    fig = Figure(figsize=(10, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    for i, (name, v) in enumerate(zip(names, values, strict=True)):
+        picked = name in set(highlight)
+        ax.bar(i, v, color=RED if picked else BLUE, hatch="//" if picked else None,
+               edgecolor="black", lw=0.4)
+    lo, hi = values.min(), values.max()
+    ax.set_ylim(lo - 0.1 * (hi - lo + 1e-12), hi + 0.05 * (hi - lo + 1e-12))
+    ax.set_xticks(np.arange(len(names)), names, rotation=90, fontsize=7)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.set_title(title or "One layer at a time")
+    return fig
+
+
+def plot_input_outliers(ratios: Mapping[str, float], title: str = "") -> Figure:
+    """Per layer, the largest input channel's max|x| over the median channel's (log scale): a
+    tall bar is an input with an outlier channel, which stretches a per-tensor activation grid."""
+    names = list(ratios)
+    values = _np([ratios[n] for n in names])
+    fig = Figure(figsize=(10, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    ax.bar(np.arange(len(names)), values, color=ORANGE, edgecolor="black", lw=0.4)
+    ax.set_yscale("log")
+    _log_axis(ax.yaxis, "x")
+    ax.set_xticks(np.arange(len(names)), names, rotation=90, fontsize=7)
+    ax.set_ylabel("largest channel max|x| / median channel (×, log)")
+    ax.grid(True, axis="y", which="both", alpha=0.3)
+    ax.set_title(title or "Outlier channels in each Linear's input")
+    return fig
+
+
+def plot_alpha_curve(alphas: Sequence[float], quality: Mapping[str, Sequence[float]], current: float,
+                     title: str = "") -> Figure:
+    """Quality against SmoothQuant's α (the α measured so far), one line per measure, the
+    current α marked."""
+    fig = Figure(figsize=(7, 4), layout="constrained")
+    ax = fig.add_subplot()
+    for i, (name, values) in enumerate(quality.items()):
+        ax.plot(_np(alphas), _np(values), marker=MARKERS[i], color=PALETTE[i], label=name)
+    ax.axvline(current, color=BLACK, ls="--", lw=1, label=f"α = {current:g}")
+    ax.set_xlabel("α (0: all the difficulty stays in the activations, 1: all moves to the weights)")
+    ax.set_ylabel("agreement with fp32")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=9)
+    ax.set_title(title or "SmoothQuant: quality against α")
+    return fig

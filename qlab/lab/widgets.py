@@ -391,3 +391,54 @@ def cnn_speed_panel(**defaults) -> CNNSpeedPanel:
     int8 against the best fp32. defaults: model ("resnet" or "mobilenet_v2"), batch (1..64),
     threads (1..CPU count; default torch's), width (0.25..4), min_run_time (s)."""
     return CNNSpeedPanel(**defaults)
+
+
+# ---------------------------------------------------------------------------------------
+# Lesson 03: SmoothQuant's α
+# ---------------------------------------------------------------------------------------
+
+
+class SmoothQuantPanel(Panel):
+    """Drag "α" (SmoothQuant's migration strength, 0..1): `evaluate(α)` smooths, quantizes and
+    scores the model (the lesson passes it; it returns {"cosine": .., "nn_agreement": ..}). The
+    figure shows every α measured so far; the readout the current one, e.g.
+    "α = 0.80 — mean cosine 0.9944, NN agreement 86.7 %". Each α is measured once."""
+
+    def __init__(self, evaluate, alpha: float = 0.8, alphas=(0.0, 0.5, 1.0)):
+        if not callable(evaluate):
+            raise TypeError(f"evaluate must be a function alpha -> quality dict, got {evaluate!r}")
+        for a in (alpha, *alphas):
+            _check_slider("alpha", a, 0.0, 1.0)
+        self.evaluate, self.results = evaluate, {}
+        for a in alphas:
+            self._result(a)
+        self.alpha = widgets.FloatSlider(value=alpha, min=0.0, max=1.0, step=0.05, description="α",
+                                         readout_format=".2f", continuous_update=False, style=_WIDE,
+                                         layout=widgets.Layout(width="320px"))
+        self.readout = widgets.HTML()
+        self.output = widgets.interactive_output(self._draw, {"alpha": self.alpha})
+        super().__init__([self.alpha, self.readout, self.output])
+
+    def _result(self, alpha: float) -> dict:
+        key = round(float(alpha), 4)
+        if key not in self.results:
+            self.results[key] = self.evaluate(key)
+        return self.results[key]
+
+    def figure(self):
+        alphas = sorted(self.results)
+        quality = {"mean cosine": [self.results[a]["cosine"] for a in alphas],
+                   "nearest-neighbour agreement": [self.results[a]["nn_agreement"] for a in alphas]}
+        return plots.plot_alpha_curve(alphas, quality, self.alpha.value)
+
+    def _draw(self, alpha):
+        r = self._result(alpha)
+        self.readout.value = (f"α = {alpha:.2f} — <b>mean cosine {r['cosine']:.4f}</b>, "
+                              f"NN agreement {100 * r['nn_agreement']:.1f} %")
+        _show(self.figure())
+
+
+def smoothquant_panel(evaluate, alpha: float = 0.8, alphas=(0.0, 0.5, 1.0)) -> SmoothQuantPanel:
+    """Lesson 03's SmoothQuant panel: evaluate(α) -> {"cosine", "nn_agreement"} for α in [0, 1];
+    `alphas` are measured up front so the curve has a shape before the slider moves."""
+    return SmoothQuantPanel(evaluate, alpha, alphas)

@@ -20,7 +20,7 @@ SPINE = {
     "qlab.ops": 2,
     "qlab.tensor": 3, "qlab.observers": 3,
     "qlab.fake_quant": 4, "qlab.fuse": 4,
-    "qlab.qconfig": 5,
+    "qlab.qconfig": 5, "qlab.smoothquant": 5,
     "qlab.nn": 6,
     "qlab.pipeline": 7,
     "qlab": 8,

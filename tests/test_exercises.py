@@ -1,11 +1,13 @@
 """exercises.py: the checkers accept right answers, give each typical mistake its own hint, and
 never raise, so a student's lesson keeps running."""
 
+import math
+
 import pytest
 import torch
 
 import qlab
-from qlab.lab.exercises import check_moving_average, check_quantize
+from qlab.lab.exercises import check_dynamic_qparams, check_moving_average, check_quantize
 
 
 def student_ok(x, qp):
@@ -237,3 +239,158 @@ def test_multiplier_cases_cover_the_edges():
     assert any(int(math.frexp(m)[0] * 2**31) != m0 for m, (m0, _) in results)  # rounding matters
     for m, (m0, shift) in results:
         assert 2**30 <= m0 < 2**31 and math.isclose(math.ldexp(m0, -31 - shift), m, rel_tol=2**-30)
+
+
+# ---------------------------------------------------------------------- check_dynamic_qparams
+
+
+def _qmax(reduce_range):
+    return 127 if reduce_range else 255
+
+
+def dyn_ok(x, reduce_range):
+    """The exercise's answer in Python floats (float64)."""
+    qmax = _qmax(reduce_range)
+    lo, hi = min(x.min().item(), 0.0), max(x.max().item(), 0.0)
+    scale = (hi - lo) / qmax
+    if scale == 0:
+        return 0.1, 0
+    return max(scale, 6.1e-5), min(max(round(-lo / scale), 0), qmax)
+
+
+def dyn_ok_float32(x, reduce_range):
+    """The same in float32 tensor arithmetic, converted to numbers at the end."""
+    qmax = _qmax(reduce_range)
+    lo, hi = x.min().clamp(max=0.0), x.max().clamp(min=0.0)
+    scale = (hi - lo) / qmax
+    if scale == 0:
+        return 0.1, 0
+    return max(float(scale), 6.1e-5), int(torch.clamp(torch.round(-lo / scale), 0, qmax))
+
+
+def dyn_qlab(x, reduce_range):
+    from qlab.nn.dynamic import dynamic_qparams
+
+    qp = dynamic_qparams(x.min(), x.max(), reduce_range)
+    return float(qp.scale), int(qp.zero_point)
+
+
+def _with(x, reduce_range, qmax=None, widen=True, zp_rule=round, clamp=True, steps=0):
+    """dyn_ok with one thing changed: the grid, the widening, the zero point's rounding."""
+    qmax = _qmax(reduce_range) if qmax is None else qmax
+    lo, hi = x.min().item(), x.max().item()
+    if widen:
+        lo, hi = min(lo, 0.0), max(hi, 0.0)
+    scale = (hi - lo) / (qmax + steps)
+    if scale == 0:
+        return 0.1, 0
+    zp = zp_rule(-lo / scale)
+    return max(scale, 6.1e-5), min(max(zp, 0), qmax) if clamp else zp
+
+
+def dyn_no_reduce_range(x, reduce_range):
+    return _with(x, reduce_range, qmax=255)
+
+
+def dyn_always_reduced(x, reduce_range):
+    return _with(x, reduce_range, qmax=127)
+
+
+def dyn_no_widening(x, reduce_range):
+    return _with(x, reduce_range, widen=False)
+
+
+def dyn_no_widening_no_clamp(x, reduce_range):
+    return _with(x, reduce_range, widen=False, clamp=False)
+
+
+def dyn_levels(x, reduce_range):
+    return _with(x, reduce_range, steps=1)
+
+
+def dyn_truncates(x, reduce_range):
+    return _with(x, reduce_range, zp_rule=int)
+
+
+def dyn_unrounded(x, reduce_range):
+    return _with(x, reduce_range, zp_rule=lambda v: v)
+
+
+def dyn_tensors(x, reduce_range):
+    lo, hi = x.min().clamp(max=0.0), x.max().clamp(min=0.0)
+    scale = (hi - lo) / _qmax(reduce_range)
+    return scale, torch.round(-lo / scale)
+
+
+def dyn_float_zero_point(x, reduce_range):
+    scale, zp = dyn_ok(x, reduce_range)
+    return scale, float(zp)
+
+
+def dyn_divides_by_zero(x, reduce_range):
+    lo, hi = min(x.min().item(), 0.0), max(x.max().item(), 0.0)
+    scale = (hi - lo) / _qmax(reduce_range)
+    return max(scale, 6.1e-5), round(-lo / scale)
+
+
+def dyn_nan_on_zeros(x, reduce_range):
+    lo, hi = x.min().clamp(max=0.0), x.max().clamp(min=0.0)
+    scale = float((hi - lo) / _qmax(reduce_range))
+    zp = float(torch.round(-lo / torch.tensor(scale)))  # nan for all zeros: 0 / 0
+    return max(scale, 6.1e-5), int(zp) if math.isfinite(zp) else zp
+
+
+def dyn_no_small_scale(x, reduce_range):
+    qmax = _qmax(reduce_range)
+    lo, hi = min(x.min().item(), 0.0), max(x.max().item(), 0.0)
+    scale = (hi - lo) / qmax
+    return (0.1, 0) if scale == 0 else (scale, min(max(round(-lo / scale), 0), qmax))
+
+
+def dyn_swapped(x, reduce_range):
+    scale, zp = dyn_ok(x, reduce_range)
+    return zp, scale
+
+
+def dyn_stub(x, reduce_range):
+    raise NotImplementedError("write choose_qparams")
+
+
+def dyn_returns_none(x, reduce_range):
+    pass
+
+
+@pytest.mark.parametrize("fn", [dyn_ok, dyn_ok_float32, dyn_qlab])
+def test_dynamic_qparams_accepts_correct(fn, capsys):
+    assert check_dynamic_qparams(fn) is True
+    assert capsys.readouterr().out.startswith("✅ " + fn.__name__)
+
+
+@pytest.mark.parametrize(
+    "fn, words",
+    [
+        (dyn_no_reduce_range, ["reduce_range=True", "reduce_range=True means 7-bit", "qmax = 127"]),
+        (dyn_always_reduced, ["reduce_range=False", "full uint8 grid, qmax = 255"]),
+        (dyn_no_widening, ["positive only", "widen the range to include 0"]),
+        (dyn_no_widening_no_clamp, ["positive only", "outside the grid 0..127", "clamp it"]),
+        (dyn_levels, ["number of steps, qmax - qmin, not the number of levels"]),
+        (dyn_truncates, ["int() truncates"]),
+        (dyn_unrounded, ["round the zero point to an integer"]),
+        (dyn_tensors, ["it returned tensors", "Python float", "Python int"]),
+        (dyn_float_zero_point, ["zero_point is the float", "Python int"]),
+        (dyn_divides_by_zero, ["all zeros", "ZeroDivisionError", "scale = 0.1, zero_point = 0"]),
+        (dyn_nan_on_zeros, ["all zeros", "NaN or Inf", "scale 0.1"]),
+        (dyn_no_small_scale, ["tiny range", "6.1e-05", "SMALL_SCALE_THRESHOLD"]),
+        (dyn_swapped, ["(scale, zero_point) in that order"]),
+        (dyn_stub, ["NotImplementedError", "write choose_qparams", "replace the `raise`"]),
+        (dyn_returns_none, ["NoneType (did you forget `return`?)"]),
+    ],
+)
+def test_dynamic_qparams_rejects_with_its_own_hint(fn, words, capsys):
+    assert check_dynamic_qparams(fn) is False  # and it did not raise
+    out = capsys.readouterr().out
+    assert out.startswith("❌ " + fn.__name__)
+    for w in words:
+        assert w in out, f"{w!r} missing from:\n{out}"
+    generic = "over the range widened to include 0, zero_point = clamp"
+    assert generic not in out, f"a typical mistake got the generic hint:\n{out}"

@@ -188,7 +188,8 @@ def test_lesson03_layer_plots_label_their_axes():
 
     fig = plots.plot_layer_scores({"a": 0.99, "b": 0.95, "c": 0.98}, "mean cosine", highlight=["b"])
     ax = fig.axes[0]
-    assert ax.get_ylabel() == "mean cosine" and [t.get_text() for t in ax.get_xticklabels()] == ["a", "b", "c"]
+    assert ax.get_ylabel() == "mean cosine"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b", "c"]
     assert [p.get_hatch() for p in ax.patches] == [None, "//", None]
     fig = plots.plot_input_outliers({"a": 3.0, "b": 80.0})
     assert fig.axes[0].get_yscale() == "log" and "median" in fig.axes[0].get_ylabel()

@@ -504,7 +504,7 @@ def plot_alpha_curve(alphas: Sequence[float], quality: Mapping[str, Sequence[flo
     for i, (name, values) in enumerate(quality.items()):
         ax.plot(_np(alphas), _np(values), marker=MARKERS[i], color=PALETTE[i], label=name)
     ax.axvline(current, color=BLACK, ls="--", lw=1, label=f"α = {current:g}")
-    ax.set_xlabel("α (0: all the difficulty stays in the activations, 1: all moves to the weights)")
+    ax.set_xlabel("α (0: weight columns flattened, 1: activation channels flattened)")
     ax.set_ylabel("agreement with fp32")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=9)

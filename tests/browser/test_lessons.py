@@ -14,10 +14,20 @@ SQNR_PER_BIT = Expect(trend=+1, plausible=(0.0, 60.0), per_step=(3.0, 9.0))
 # (More outliers of the same size leave min-max's range, and so its SQNR, where it was.)
 MINMAX_FALLS = Expect(readout=r"MinMax\D{0,20}?(-?\d+(?:\.\d+)?)\s*dB", trend=-1, plausible=(0.0, 60.0))
 
+# A timing readout: it must change and stay plausible (timings are noisy, so no trend is asserted).
+SPEEDUP_CHANGES = Expect(readout=r"torch\.ao int8 (\d+(?:\.\d+)?)x fp32", trend=0, plausible=(0.01, 100.0),
+                         timeout=60.0)
+
+# SmoothQuant's α: the quality moves with it (each new α is measured once, a few seconds).
+COSINE_CHANGES = Expect(readout=r"mean cosine (\d\.\d+)", trend=0, plausible=(0.0, 1.0), timeout=60.0)
+
 PANELS = [
     pytest.param("notebooks/01_quantization_math.ipynb", "bits", SQNR_PER_BIT, id="01-bits"),
     pytest.param("notebooks/02_observers_and_calibration.ipynb", "size (× max|x|)", MINMAX_FALLS,
                  id="02-outlier-size"),
+    pytest.param("notebooks/03_dynamic_quantization.ipynb", "hidden size", SPEEDUP_CHANGES,
+                 id="03-hidden-size"),
+    pytest.param("notebooks/03_dynamic_quantization.ipynb", "α", COSINE_CHANGES, id="03-smoothquant-alpha"),
 ]
 
 

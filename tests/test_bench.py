@@ -19,6 +19,7 @@ FAST = 0.01  # seconds of timed calls per configuration
 
 
 def _check_ratios(r: dict):
+    assert r["spread"] >= 1.0  # the largest max/min between one configuration's timing rounds
     ms, speedup, base = r["ms"], r["speedup"], r["baseline"]
     assert set(ms) == set(speedup) and base in ms
     assert all(t > 0 for t in ms.values())
@@ -67,8 +68,8 @@ def test_time_dynamic_overhead_parts():
 
 def test_overhead_table():
     table = bench.overhead_table((8,), (1, 2), threads=1, min_run_time=FAST).splitlines()
-    assert table[0].startswith("| hidden | rows | fp32 us | dynamic us |") and len(table) == 4
-    assert re.fullmatch(r"\| 8 \| 2 \|( [\d.]+ \|){5} \d+% \|", table[3])
+    assert table[0].startswith("| hidden | rows | fp32 us | dynamic us |") and len(table) == 6
+    assert re.fullmatch(r"\| 8 \| 2 \|( [\d.]+ \|){5} \d+% \|( UNSTABLE: .*)?", table[3])
 
 
 def test_dynamic_model_is_seeded_and_leaves_the_global_rng_alone():
@@ -128,9 +129,20 @@ def test_sweep_dynamic_and_its_table():
     assert sweep["hiddens"] == [8, 16] and sweep["batches"] == [1, 2]
     assert all(len(rows) == 2 and all(len(r) == 2 for r in rows) for rows in sweep["speedup"].values())
     assert sweep["speedup"]["fp32"] == [[1.0, 1.0], [1.0, 1.0]]
+    assert all(s >= 1.0 for row in sweep["spread"] for s in row)
     table = bench.sweep_table(sweep, "torch.ao int8").splitlines()
     assert table[0] == "| hidden \\ batch | 1 | 2 |" and table[1] == "|---|---|---|"
-    assert re.fullmatch(r"\| 16 \| \d+\.\d\dx \| \d+\.\d\dx \|", table[3])
+    assert re.fullmatch(r"\| 16 \| \d+\.\d\dx \| \d+\.\d\dx \|( UNSTABLE: rounds differ [\d.]+x)?", table[3])
+    assert re.fullmatch(r"\(timing rounds agree within [\d.]+x\)|Rows marked UNSTABLE: .*", table[-1])
+
+
+def test_unstable_timings_are_flagged():
+    sweep = {"hiddens": [8], "batches": [1, 2], "speedup": {"x": [[1.5, 2.0]]}, "spread": [[1.05, 2.5]]}
+    table = bench.sweep_table(sweep, "x").splitlines()
+    assert table[2] == "| 8 | 1.50x | 2.00x | UNSTABLE: rounds differ 2.5x"
+    assert table[-1].startswith("Rows marked UNSTABLE: one configuration's timing rounds differed up to 2.5x")
+    sweep["spread"] = [[1.05, 1.1]]
+    assert bench.sweep_table(sweep, "x").splitlines()[-1] == "(timing rounds agree within 1.10x)"
 
 
 def test_pareto_front():
@@ -145,8 +157,8 @@ def test_pareto_front():
 def test_cnn_table_times_the_trained_checkpoints():
     table = bench.cnn_table(batches=(2,), threads=1, min_run_time=FAST).splitlines()
     assert table[0].startswith("| model | batch | best fp32 | fp32 ms | torch.ao int8 | qlab int8 |")
-    assert [row.split(" | ")[:2] for row in table[2:]] == [["| resnet", "2"], ["| mobilenet_v2", "2"]]
-    for row in table[2:]:
+    assert [row.split(" | ")[:2] for row in table[2:4]] == [["| resnet", "2"], ["| mobilenet_v2", "2"]]
+    for row in table[2:4]:
         assert re.search(r"\| (contiguous|channels_last) \| [\d.]+ \| [\d.]+x \| [\d.]+x \| [\d.]+x \|", row)
 
 

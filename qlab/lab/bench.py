@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import copy
 import functools
+import logging
 import numbers
 import os
 import statistics
@@ -31,7 +32,6 @@ import torch
 import torch.ao.nn.quantized as nnq
 import torch.ao.quantization as tq
 from torch import nn
-from torch.utils import benchmark
 
 import qlab
 from qlab import QTensor
@@ -46,26 +46,52 @@ ENGINE = "x86"  # torch.ao's int8 kernels on x86 CPUs (fbgemm, with onednn for s
 IMAGE = (3, 32, 32)  # the lesson CNNs' input: digits resized to 32x32, three channels
 
 
+def _timer_class():
+    """torch.utils.benchmark.Timer, imported on first use. Importing it loads torch's C++-extension
+    helper, which logs "No CUDA runtime is found" on a machine without CUDA; the lessons time on
+    the CPU only, so that one line is silenced instead of landing in every lesson's output."""
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    from torch.utils.benchmark import Timer
+
+    return Timer
+
+
 def median_ms(fn, min_run_time: float = 0.5) -> float:
     """Median time of one fn() call in milliseconds, at torch's current thread count.
 
     torch.utils.benchmark's blocked_autorange warms up, then times blocks of calls for at
     least min_run_time seconds; the median over the blocks resists a busy machine's outliers.
     """
-    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+    timer = _timer_class()(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
     with torch.inference_mode():
         return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
 
 
-def interleaved_ms(fns: dict, min_run_time: float = 0.5, rounds: int = 3) -> dict[str, float]:
-    """median_ms of every fn, timed in `rounds` interleaved rounds (A, B, C, A, B, C, ...) of
-    min_run_time / rounds seconds each; the median over the rounds. A machine that slows down
-    mid-run (another job starts) then slows every configuration alike, and the ratios hold."""
+def interleaved_rounds(fns: dict, min_run_time: float = 0.5, rounds: int = 3) -> dict[str, list[float]]:
+    """median_ms of every fn in each of `rounds` interleaved rounds (A, B, C, A, B, C, ...) of
+    min_run_time / rounds seconds: a machine that slows down mid-run (another job starts) then
+    slows every configuration alike, and the ratios hold."""
     times = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
             times[name].append(median_ms(fn, min_run_time / rounds))
-    return {name: statistics.median(t) for name, t in times.items()}
+    return times
+
+
+def interleaved_ms(fns: dict, min_run_time: float = 0.5, rounds: int = 3) -> dict[str, float]:
+    """The median over interleaved_rounds of every fn, in ms."""
+    return {name: statistics.median(t) for name, t in interleaved_rounds(fns, min_run_time, rounds).items()}
+
+
+def _timed(fns: dict, min_run_time: float) -> tuple[dict[str, float], float]:
+    """(median ms of each fn, spread): spread is the largest max/min between one fn's rounds, about
+    1 on a quiet machine; well above 1 means other work ran and the ratios are suspect."""
+    times = interleaved_rounds(fns, min_run_time)
+    spread = max(max(t) / min(t) for t in times.values())
+    return {name: statistics.median(t) for name, t in times.items()}, spread
+
+
+UNSTABLE = 1.3  # a spread above this is flagged in the tables: the machine was busy
 
 
 # ---------------------------------------------------------------------------------------
@@ -202,7 +228,8 @@ def time_dynamic(kind: str = "lstm", hidden: int = 256, batch: int = 32, seq: in
     on a random `kind` model ("lstm" or "linear") of size `hidden`, input [batch, seq, hidden].
 
     Returns {"kind", "hidden", "batch", "seq", "threads", "baseline": "fp32", "ms": {config: median
-    ms}, "speedup": {config: fp32 ms / config ms}}, all measured in this call at `threads` threads.
+    ms}, "speedup": {config: fp32 ms / config ms}, "spread": see _timed}, all measured in this call
+    at `threads` threads.
     """
     _check_choice("kind", kind, KINDS)
     hidden = _check_int("hidden", hidden, *HIDDEN)
@@ -212,24 +239,25 @@ def time_dynamic(kind: str = "lstm", hidden: int = 256, batch: int = 32, seq: in
     variants = _dynamic_variants(kind, hidden)
     x = torch.randn(batch, seq, hidden, generator=torch.Generator().manual_seed(1))
     with settings(threads):
-        ms = interleaved_ms({name: functools.partial(m, x) for name, m in variants.items()}, min_run_time)
+        ms, spread = _timed({name: functools.partial(m, x) for name, m in variants.items()}, min_run_time)
         used = torch.get_num_threads()
     return {"kind": kind, "hidden": hidden, "batch": batch, "seq": seq, "threads": used,
-            "baseline": "fp32", "ms": ms, "speedup": speedups(ms, "fp32")}
+            "baseline": "fp32", "ms": ms, "speedup": speedups(ms, "fp32"), "spread": spread}
 
 
 def sweep_dynamic(kind: str = "lstm", hiddens=(128, 256, 512, 1024), batches=(1, 8, 32, 64), seq: int = 32,
                   threads: int | None = None, min_run_time: float = 0.2) -> dict:
     """time_dynamic over every (hidden, batch): {"hiddens", "batches", "seq", "threads",
-    "speedup": {config: [[ratio for each batch] for each hidden]}, "ms": the same for ms}."""
-    table = {"speedup": {}, "ms": {}}
+    "speedup": {config: [[ratio for each batch] for each hidden]}, "ms" and "spread" the same way}."""
+    table, spread = {"speedup": {}, "ms": {}}, []
     for h in hiddens:
         rows = [time_dynamic(kind, h, b, seq, threads, min_run_time) for b in batches]
+        spread.append([r["spread"] for r in rows])
         for key in table:
             for name in rows[0][key]:
                 table[key].setdefault(name, []).append([r[key][name] for r in rows])
     return {"kind": kind, "hiddens": list(hiddens), "batches": list(batches), "seq": seq,
-            "threads": rows[0]["threads"], **table}
+            "threads": rows[0]["threads"], "spread": spread, **table}
 
 
 def time_dynamic_overhead(hidden: int = 256, rows: int = 32, threads: int | None = None,
@@ -267,10 +295,11 @@ def time_dynamic_overhead(hidden: int = 256, rows: int = 32, threads: int | None
                "choose qparams": functools.partial(torch._choose_qparams_per_tensor, x, True),
                "quantize x": functools.partial(torch.quantize_per_tensor, x, scale, zp, torch.quint8),
                "int8 product": functools.partial(static, xq)}
-        ms = interleaved_ms(fns, min_run_time)
+        ms, spread = _timed(fns, min_run_time)
         used = torch.get_num_threads()
     share = (ms["choose qparams"] + ms["quantize x"]) / ms["dynamic Linear"]
-    return {"hidden": hidden, "rows": rows, "threads": used, "ms": ms, "overhead_share": share}
+    return {"hidden": hidden, "rows": rows, "threads": used, "ms": ms, "overhead_share": share,
+            "spread": spread}
 
 
 # ---------------------------------------------------------------------------------------
@@ -366,7 +395,7 @@ def time_cnn_variants(variants: dict[str, nn.Module], batch: int = 64, threads: 
     baseline. Dynamic int8 (fp32 convs, int8 fc) also runs in both and keeps its faster one.
     Returns {"batch", "threads", "fp32_layout" and "dynamic_layout": "contiguous" or
     "channels_last", "baseline": "fp32 <layout>", "ms": {config: median ms},
-    "speedup": {config: best fp32 ms / ms}}.
+    "speedup": {config: best fp32 ms / ms}, "spread": see _timed}.
     """
     batch = _check_int("batch", batch, *BATCH)
     _check_common(threads, min_run_time)
@@ -381,7 +410,7 @@ def time_cnn_variants(variants: dict[str, nn.Module], batch: int = 64, threads: 
            "dynamic contiguous": functools.partial(dynamic, x),
            "dynamic channels_last": functools.partial(dynamic_cl, x_cl)}
     with settings(threads):
-        ms = interleaved_ms(fns, min_run_time)
+        ms, spread = _timed(fns, min_run_time)
         used = torch.get_num_threads()
     best = {}
     for config in ("fp32", "dynamic"):
@@ -393,7 +422,7 @@ def time_cnn_variants(variants: dict[str, nn.Module], batch: int = 64, threads: 
             ms["dynamic int8"] = layouts[best[config]]
     baseline = f"fp32 {best['fp32']}"
     return {"batch": batch, "threads": used, "fp32_layout": best["fp32"], "dynamic_layout": best["dynamic"],
-            "baseline": baseline, "ms": ms, "speedup": speedups(ms, baseline)}
+            "baseline": baseline, "ms": ms, "speedup": speedups(ms, baseline), "spread": spread}
 
 
 def time_cnn(model_name: str = "resnet", batch: int = 64, threads: int | None = None, width: float = 1.0,
@@ -438,29 +467,43 @@ def _trained_variants(name: str) -> dict[str, nn.Module]:
     return cnn_variants(load_model(name), list(x[:256].split(64)))
 
 
+def _flag(spread: float) -> str:
+    return f" UNSTABLE: rounds differ {spread:.1f}x" if spread > UNSTABLE else ""
+
+
+def _footnote(spreads) -> str:
+    worst = max(spreads)
+    if worst > UNSTABLE:
+        return (f"\n\nRows marked UNSTABLE: one configuration's timing rounds differed up to {worst:.1f}x, "
+                "so other work was running; rerun on a quiet machine before quoting them.")
+    return f"\n\n(timing rounds agree within {worst:.2f}x)"
+
+
 def cnn_table(batches=(1, 64), threads: int | None = None, min_run_time: float = 0.5) -> str:
     """Markdown: the trained lesson CNNs, best fp32 against torch.ao and qlab int8, as ratios."""
     lines = ["| model | batch | best fp32 | fp32 ms | torch.ao int8 | qlab int8 | dynamic int8 (fc) "
-             "| qlab vs torch.ao time |",
+             "| qlab time / torch.ao time |",
              "|---|---|---|---|---|---|---|---|"]
+    spreads = []
     for name in CNNS:
         variants = _trained_variants(name)
         for b in batches:
             r = time_cnn_variants(variants, b, threads, min_run_time)
             s, ms = r["speedup"], r["ms"]
+            spreads.append(r["spread"])
             lines.append(f"| {name} | {b} | {r['fp32_layout']} | {ms[r['baseline']]:.2f} "
                          f"| {s['torch.ao int8']:.2f}x | {s['qlab int8']:.2f}x | {s['dynamic int8']:.2f}x "
-                         f"| {ms['qlab int8'] / ms['torch.ao int8']:.1f}x slower |")
-    return "\n".join(lines)
+                         f"| {ms['qlab int8'] / ms['torch.ao int8']:.1f}x |{_flag(r['spread'])}")
+    return "\n".join(lines) + _footnote(spreads)
 
 
 def sweep_table(sweep: dict, config: str = "torch.ao int8") -> str:
     """Markdown: one row per hidden size, one column per batch, `config`'s speedup vs fp32."""
     head = "| hidden \\ batch | " + " | ".join(str(b) for b in sweep["batches"]) + " |"
     lines = [head, "|---" * (len(sweep["batches"]) + 1) + "|"]
-    for h, row in zip(sweep["hiddens"], sweep["speedup"][config], strict=True):
-        lines.append(f"| {h} | " + " | ".join(f"{r:.2f}x" for r in row) + " |")
-    return "\n".join(lines)
+    for h, row, spread in zip(sweep["hiddens"], sweep["speedup"][config], sweep["spread"], strict=True):
+        lines.append(f"| {h} | " + " | ".join(f"{r:.2f}x" for r in row) + f" |{_flag(max(spread))}")
+    return "\n".join(lines) + _footnote([s for row in sweep["spread"] for s in row])
 
 
 def overhead_table(hiddens=(256, 1024), rows=(1, 32, 1024), threads: int | None = None,
@@ -468,13 +511,15 @@ def overhead_table(hiddens=(256, 1024), rows=(1, 32, 1024), threads: int | None 
     """Markdown: time_dynamic_overhead for each size, in microseconds, and the overhead share."""
     lines = ["| hidden | rows | fp32 us | dynamic us | choose qparams us | quantize x us | int8 product us "
              "| overhead share |", "|---|---|---|---|---|---|---|---|"]
+    spreads = []
     for h in hiddens:
         for r in rows:
             o = time_dynamic_overhead(h, r, threads, min_run_time)
             parts = ("fp32 Linear", "dynamic Linear", "choose qparams", "quantize x", "int8 product")
             us = " | ".join(f"{o['ms'][k] * 1e3:.1f}" for k in parts)
-            lines.append(f"| {h} | {r} | {us} | {o['overhead_share']:.0%} |")
-    return "\n".join(lines)
+            spreads.append(o["spread"])
+            lines.append(f"| {h} | {r} | {us} | {o['overhead_share']:.0%} |{_flag(o['spread'])}")
+    return "\n".join(lines) + _footnote(spreads)
 
 
 def main(argv=None) -> None:

@@ -202,6 +202,16 @@ def test_dynamic_speed_panel_contract_and_one_default_draw(fake_dynamic):
     assert bundle["image/png"] and len(fake_dynamic) == 1
 
 
+def test_speed_panel_warns_when_the_machine_was_busy(monkeypatch, fake_dynamic):
+    quiet = W.dynamic_speed_panel(threads=1)
+    assert "busy machine" not in quiet.readout.value
+    timer = W.bench.time_dynamic
+    monkeypatch.setattr(W.bench, "time_dynamic", lambda *a: {**timer(*a), "spread": 2.5})
+    busy = W.dynamic_speed_panel(threads=1)
+    assert "⚠ busy machine: timing rounds differed 2.5x" in busy.readout.value
+    assert ratio_of(busy, "torch.ao int8") == 2.0
+
+
 def test_dynamic_speed_panel_redraws_on_each_control(fake_dynamic):
     panel = W.dynamic_speed_panel(threads=1)
     panel.hidden.value = 1024

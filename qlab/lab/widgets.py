@@ -239,6 +239,14 @@ def _threads(n: int) -> str:
     return f"{n} thread" + ("" if n == 1 else "s")
 
 
+def _busy(r: dict) -> str:
+    """A warning when the timing rounds disagreed: other work ran during the draw."""
+    spread = r.get("spread", 1.0)
+    if spread > bench.UNSTABLE:
+        return f" · ⚠ busy machine: timing rounds differed {spread:.1f}x, move a slider to remeasure"
+    return ""
+
+
 def _check_run_time(min_run_time) -> None:
     if isinstance(min_run_time, bool) or not isinstance(min_run_time, numbers.Real) or not min_run_time > 0:
         raise ValueError(f"min_run_time must be a number of seconds > 0, got {min_run_time!r}")
@@ -325,7 +333,7 @@ class DynamicSpeedPanel(SpeedPanel):
         size = f"{name}, hidden {r['hidden']}, batch {r['batch']}, seq {r['seq']}, {_threads(r['threads'])}"
         readout = (f"{size} — <b>torch.ao int8 {s['torch.ao int8']:.2f}x fp32</b>, "
                    f"qlab int8 {s['qlab int8']:.2f}x fp32 (fp32 {plots.fmt_ms(r['ms']['fp32'])} ms; "
-                   "above 1x is faster)")
+                   f"above 1x is faster){_busy(r)}")
         return readout, f"Dynamic int8, {size}"
 
 
@@ -382,7 +390,7 @@ class CNNSpeedPanel(SpeedPanel):
         readout = (f"{size} — best fp32: {r['fp32_layout']} {plots.fmt_ms(r['ms'][base])} ms · "
                    f"<b>torch.ao int8 {s['torch.ao int8']:.2f}x fp32</b> · "
                    f"qlab int8 {s['qlab int8']:.2f}x fp32 · "
-                   f"dynamic int8 (fc only) {s['dynamic int8']:.2f}x fp32 (above 1x is faster)")
+                   f"dynamic int8 (fc only) {s['dynamic int8']:.2f}x fp32 (above 1x is faster){_busy(r)}")
         return readout, f"Static int8, {size}"
 
 

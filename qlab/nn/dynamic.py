@@ -27,7 +27,6 @@ from typing import NamedTuple
 
 import torch
 from torch import nn
-from torch.utils.benchmark import Timer
 
 from ..qparams import QParams, grid
 from ..qtypes import int8, uint8
@@ -387,6 +386,8 @@ def profile_dynamic_linear(module: DynamicQuantLinear, x: torch.Tensor,
     stages = {"choose_qparams": lambda: choose_grid(x32, rr), "quantize": lambda: quantize_shifted(x32, g),
               "int_product": lambda: int_product(a, c, w), "to_float": lambda: to_float(acc, g, w),
               "total": lambda: module(x)}
+    from torch.utils.benchmark import Timer  # here, not at the top: importing it is slow and noisy
+
     with torch.inference_mode():
         return {name: Timer("f()", globals={"f": f}).blocked_autorange(min_run_time=min_run_time).median
                 * 1e3 for name, f in stages.items()}

@@ -613,7 +613,9 @@ class EntropyObserver(_HistogramBase):
         thresholds, kl = self.search_curve()
         best = len(kl) - 1 - int(torch.argmin(kl.flip(0)))  # widest among ties
         t = thresholds[best]
-        return torch.maximum(self.min_val, -t), torch.minimum(self.max_val, t)
+        hi = torch.minimum(self.max_val, t)
+        # T underflows to 0 for subnormal data (T = kept * max|x| / bins): keep min <= max
+        return torch.minimum(torch.maximum(self.min_val, -t), hi), hi
 
 
 def kl_divergence_loop(hist, kept: int, levels: int, eps: float = 1e-4) -> float:

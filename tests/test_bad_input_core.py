@@ -388,3 +388,12 @@ def test_metrics_shape_mismatch_and_nan():
         metrics.mse(torch.ones(2, 3), torch.ones(6))
     with pytest.raises(ValueError, match="x and y must be finite"):
         metrics.sqnr(torch.tensor([1.0, math.nan]), torch.ones(2))
+
+
+def test_entropy_observer_on_one_subnormal_value_gives_a_range():
+    """Found by hypothesis: T = kept * max|x| / bins underflowed to 0 below min_val."""
+    obs = qlab.observers.EntropyObserver(qdtype=qlab.uint8)
+    obs(torch.tensor([8.407790785948902e-45]))
+    lo, hi = obs.calibrated_range()
+    assert lo <= hi
+    assert obs.qparams().scale == qlab.EPS

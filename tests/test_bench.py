@@ -5,6 +5,7 @@ Sizes are tiny and min_run_time short: these tests check the plumbing, never a s
 """
 
 import re
+import time
 
 import pytest
 import torch
@@ -121,6 +122,18 @@ def test_interleaved_ms_and_median_ms():
     ms = bench.interleaved_ms({"a": lambda: None, "b": lambda: sum(range(100))}, FAST, rounds=2)
     assert set(ms) == {"a", "b"} and all(t > 0 for t in ms.values())
     assert bench.median_ms(lambda: None, FAST) > 0
+
+
+def test_a_call_slower_than_a_round_runs_once_per_later_round():
+    calls = []
+
+    def slow():
+        calls.append(1)
+        time.sleep(0.02)
+
+    times = bench.interleaved_rounds({"slow": slow}, min_run_time=0.03, rounds=3)["slow"]
+    assert len(times) == 3 and all(t >= 20 for t in times)
+    assert len(calls) == 4  # round 1: warm-up + one timed call (blocked_autorange); then one call a round
 
 
 def test_sweep_dynamic_and_its_table():

@@ -42,6 +42,7 @@ class Expect:
                end of the range the slider sits at.
     image_changes: the plot <img> in the panel must be redrawn with new pixels.
     timeout:   seconds to wait for the redraw.
+    run_timeout: seconds the whole notebook may take to run (Run All Cells) in the browser.
     """
 
     readout: str = SQNR_DB
@@ -51,6 +52,7 @@ class Expect:
     steps: int = 2
     image_changes: bool = True
     timeout: float = 30.0
+    run_timeout: float = 150.0
 
 
 @dataclass
@@ -135,10 +137,10 @@ def assert_no_errors(page, where: str = "") -> None:
     assert not problems, f"{where}: " + "\n\n".join(problems)
 
 
-def run_notebook(page, lab, notebook: str) -> None:
-    """Open, run all cells, and check that nothing shows an error."""
+def run_notebook(page, lab, notebook: str, timeout: float = 150.0) -> None:
+    """Open, run all cells (within `timeout` seconds), and check that nothing shows an error."""
     open_notebook(page, lab, notebook)
-    run_all_cells(page)
+    run_all_cells(page, timeout)
     # Widgets render asynchronously once the kernel replied; give them a moment.
     page.wait_for_function(
         "() => !document.body.innerText.includes('Loading widget...')", timeout=30_000
@@ -219,7 +221,7 @@ def check_panel(
     """Run `notebook`, move the slider labelled `slider_label`, assert `expect`."""
     stem = f"{Path(notebook).stem}-{re.sub(r'[^A-Za-z0-9]+', '_', slider_label)}"
     try:
-        run_notebook(page, lab, notebook)
+        run_notebook(page, lab, notebook, expect.run_timeout)
         cell, slider = find_panel(page, slider_label)
         outputs = cell.locator(".jp-Cell-outputArea")
         outputs.scroll_into_view_if_needed()

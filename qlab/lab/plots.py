@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 # Okabe & Ito's colour-blind-safe palette, the one palette of every qlab figure. Comparisons differ
 # by marker shape (or hatch) too, so no figure relies on telling two colours apart.
@@ -511,4 +511,88 @@ def plot_alpha_curve(alphas: Sequence[float], quality: Mapping[str, Sequence[flo
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=9)
     ax.set_title(title or "SmoothQuant: quality against α")
+    return fig
+
+
+# ---------------------------------------------------------------------------------------
+# Lesson 04: static quantization
+# ---------------------------------------------------------------------------------------
+
+
+def plot_stepper(step: Mapping, title: str = "") -> Figure:
+    """One int8 layer on one image (a dict from static_ptq.step_layer): the input codes with
+    their zero point, the int32 accumulator, and how far each rule's output codes land from
+    torch.ao's (in output steps; log count axis, so one differing code still shows)."""
+    fig = Figure(figsize=(11, 3.6), layout="constrained")
+    ax_in, ax_acc, ax_out = fig.subplots(1, 3)
+    codes = _np(step["input_codes"])
+    ax_in.hist(codes, bins=np.arange(-0.5, 256.5, 4), color=BLUE)
+    ax_in.axvline(step["input_zero_point"], color=BLACK, ls="--", lw=1,
+                  label=f"zero point {step['input_zero_point']}")
+    ax_in.set_xlim(-5, 260)
+    ax_in.set_xlabel("input code q_x (uint8)")
+    ax_in.set_ylabel("count")
+    ax_in.legend(fontsize=8)
+    ax_in.set_title("input codes")
+    acc = _np(step["accumulator"])
+    ax_acc.hist(acc, bins=60, color=ORANGE)
+    ax_acc.xaxis.set_major_locator(MaxNLocator(5))
+    ax_acc.set_xlabel("Σ (q_x − z_x)·q_w   (int32)")
+    ax_acc.set_ylabel("count")
+    ax_acc.set_title(f"accumulator: {int(acc.min()):,} … {int(acc.max()):,}")
+    labels = {"float": "float bias (fbgemm)", "int32": "int32 bias", "fixed_point": "int32 bias, (M0, shift)"}
+    width, seen = 0.8 / len(labels), set()
+    for i, (rule, label) in enumerate(labels.items()):
+        diff = _np(step["steps"][rule]["diff"])
+        values, counts = np.unique(diff, return_counts=True)
+        seen.update(values.tolist())
+        xs = values + (i - 1) * width
+        ax_out.bar(xs, 100 * counts / diff.size, width=width, color=PALETTE[i], hatch=("", "//", "..")[i],
+                   edgecolor=BLACK, lw=0.3, label=label)
+        for xv, c in zip(xs, counts, strict=True):
+            ax_out.annotate(f"{c:,}", (xv, 100 * c / diff.size), ha="center", va="bottom", fontsize=7,
+                            rotation=90, xytext=(0, 2), textcoords="offset points")
+    ax_out.set_xticks(sorted(seen))
+    ax_out.set_xlim(min(seen) - 0.6, max(seen) + 0.6)
+    ax_out.set_ylim(0, 165)
+    ax_out.set_yticks([0, 25, 50, 75, 100])
+    ax_out.set_xlabel("output code − torch.ao's code (steps)")
+    ax_out.set_ylabel("share of output codes (%), count on the bar")
+    ax_out.legend(fontsize=8, loc="upper left")
+    ax_out.set_title("output codes vs torch.ao")
+    fig.suptitle(title or f"{step['layer']}: one int8 layer, step by step")
+    return fig
+
+
+def plot_shift(amounts: Sequence[float], accuracy: Mapping[str, Sequence[float]], current: float,
+               shift_label: str, test_pixels, calib_pixels, calib_range: tuple[float, float],
+               title: str = "") -> Figure:
+    """Left: int8 accuracy on the test images against the size of the calibration shift, one
+    line per model, the current amount marked. Right: the test images' pixel values against the
+    shifted calibration images', with the input range the calibration chose (min-max)."""
+    fig = Figure(figsize=(11, 3.8), layout="constrained")
+    ax, ax_px = fig.subplots(1, 2)
+    for i, (name, acc) in enumerate(accuracy.items()):
+        ax.plot(_np(amounts), 100 * _np(acc), marker=MARKERS[i], color=PALETTE[i], label=name)
+    ax.axvline(current, color=BLACK, ls="--", lw=1, label=f"now: {current:g}")
+    ax.set_xlabel(shift_label)
+    ax.set_ylabel("int8 test accuracy (%)")
+    ax.set_ylim(0, 102)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    ax.set_title("accuracy after calibrating on shifted images")
+    test, calib = _np(test_pixels), _np(calib_pixels)
+    lo = min(test.min(), calib.min(), calib_range[0])
+    hi = max(test.max(), calib.max(), calib_range[1])
+    bins = np.linspace(lo, hi, 61)
+    ax_px.hist(test, bins=bins, color=BLUE, alpha=0.6, density=True, label="test images")
+    ax_px.hist(calib, bins=bins, color=ORANGE, histtype="step", lw=2, density=True,
+               label="calibration images (shifted)")
+    ax_px.axvspan(*calib_range, color=GREY, alpha=0.15, label="input grid's range")
+    ax_px.set_yscale("log")
+    ax_px.set_xlabel("pixel value (normalized: training mean 0, std 1)")
+    ax_px.set_ylabel("density (log)")
+    ax_px.legend(fontsize=8)
+    ax_px.set_title("what the input's observer saw")
+    fig.suptitle(title or "Static quantization fixes its ranges on the calibration images")
     return fig

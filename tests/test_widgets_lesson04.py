@@ -1,0 +1,98 @@
+"""widgets.py, lesson 04: the integer stepper panel and the shifted-calibration panel, on the
+real lesson checkpoints; each readout is checked against the static_ptq function it shows."""
+
+import re
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import qlab  # noqa: E402
+from qlab.lab import checkpoints, data  # noqa: E402
+from qlab.lab import static_ptq as sp  # noqa: E402
+from qlab.lab.widgets import shift_panel, stepper_panel  # noqa: E402
+
+CALIB, CALIB_Y = data.digits_tensors("train")
+X, Y = data.digits_tensors("test")
+
+
+@pytest.fixture(scope="module")
+def resnet_int8():
+    model = checkpoints.load_model("resnet")
+    model.fuse_model()
+    prepared = qlab.prepare(model, qlab.minmax_qconfig)
+    with torch.no_grad():
+        prepared(CALIB[:128])
+    return qlab.convert(prepared)
+
+
+def _accumulator_range(panel) -> tuple[int, int]:
+    m = re.search(r"accumulator in \[(-?\d+), (-?\d+)\]", panel.readout.value)
+    assert m, panel.readout.value
+    return int(m.group(1)), int(m.group(2))
+
+
+def test_stepper_panel_reads_out_step_layer(resnet_int8):
+    panel = stepper_panel(resnet_int8, X[:8], layer="layers.1.0.conv1", image=3)
+    want = sp.step_layer(resnet_int8, "layers.1.0.conv1", X[3])
+    assert _accumulator_range(panel) == (want["acc_min"], want["acc_max"])
+    assert f"{want['m0'][0]:,}" in panel.readout.value
+    assert "equal to torch.ao's: 100.00 %" in panel.readout.value  # float rule = torch.ao (fbgemm)
+    assert set(panel.layer.options) == set(sp.int8_layers(resnet_int8))
+    panel.image.value = 5  # the readout follows the slider
+    want = sp.step_layer(resnet_int8, "layers.1.0.conv1", X[5])
+    assert _accumulator_range(panel) == (want["acc_min"], want["acc_max"])
+    panel.layer.value = "fc"
+    assert panel.readout.value.startswith("fc (linear)")
+    assert "image/png" in panel._repr_mimebundle_()
+
+
+def test_stepper_panel_bad_input(resnet_int8):
+    with pytest.raises(ValueError, match="not an int8 layer.*they are: conv1"):
+        stepper_panel(resnet_int8, X[:4], layer="layer9")
+    with pytest.raises(ValueError, match=r"image=4 is outside.*0\.\.3"):
+        stepper_panel(resnet_int8, X[:4], image=4)
+    with pytest.raises(ValueError, match="convert it first"):
+        stepper_panel(checkpoints.load_model("resnet"), X[:4])
+    with pytest.raises(ValueError, match="non-empty"):
+        stepper_panel(resnet_int8, X[:0])
+
+
+def test_shift_panel_measures_calibrate_shifted_once_per_amount(monkeypatch):
+    resnet = checkpoints.load_model("resnet")
+    calls = []
+    real = sp.calibrate_shifted
+
+    def counting(model, calib, x, y, shift, amount, **kw):
+        calls.append((shift, amount))
+        return real(model, calib, x, y, shift, amount, **kw)
+
+    monkeypatch.setattr(sp, "calibrate_shifted", counting)
+    x, y = X[:64], Y[:64]
+    panel = shift_panel({"ResNet": resnet}, (CALIB, CALIB_Y), x, y, amount=1.0)
+    got = float(re.search(r"int8 accuracy ResNet (\d+\.\d) %", panel.readout.value).group(1))
+    assert got == pytest.approx(100 * real(resnet, (CALIB, CALIB_Y), x, y, "brightness", 1.0), abs=0.05)
+    assert got < 50  # calibrating on brighter images breaks the int8 model (measured: 23 %)
+    n = len(calls)
+    panel.figure()
+    assert len(calls) == n  # every amount is measured once
+    panel.shift.value = "noise"  # the slider takes the new shift's range and its "no shift" value
+    assert (panel.amount.min, panel.amount.max, panel.amount.value) == (0.0, 2.0, 0.0)
+    assert panel.readout.value.startswith("noise a = 0.00")
+    panel.shift.value = "contrast"
+    assert (panel.amount.min, panel.amount.max, panel.amount.value) == (0.25, 4.0, 1.0)
+
+
+def test_shift_panel_bad_input():
+    resnet = checkpoints.load_model("resnet")
+    with pytest.raises(ValueError, match=r"amount for 'brightness' must be in \[-3.0, 3.0\]"):
+        shift_panel({"ResNet": resnet}, CALIB, X[:8], Y[:8], amount=5.0)
+    with pytest.raises(ValueError, match="shift must be one of"):
+        shift_panel({"ResNet": resnet}, CALIB, X[:8], Y[:8], shift="one_class", amount=1)
+    with pytest.raises(ValueError, match="calibration set is empty"):
+        shift_panel({"ResNet": resnet}, CALIB[:0], X[:8], Y[:8])
+    with pytest.raises(ValueError, match="non-empty dict"):
+        shift_panel({}, CALIB, X[:8], Y[:8])

@@ -62,6 +62,17 @@ class Observer(nn.Module):
         self.register_buffer("min_val", torch.tensor(float("inf")))
         self.register_buffer("max_val", torch.tensor(float("-inf")))
 
+    def extra_repr(self) -> str:
+        """The settings, then the range seen so far, e.g. 'qdtype=uint8, reduce_range=True, min=-1, max=2'."""
+        settings = [f"qdtype={self.qdtype!r}"] + [f"{k}={v}" for k, v in (
+            ("symmetric", self.symmetric), ("axis", self.axis), ("reduce_range", self.reduce_range))
+            if v not in (False, None)]
+        if self.has_data() and self.min_val.dim() == 0:
+            settings.append(f"min={self.min_val.item():.4g}, max={self.max_val.item():.4g}")
+        elif self.has_data():
+            settings.append(f"{self.min_val.numel()} channels seen")
+        return ", ".join(settings)
+
     # -- what every observer does with a batch ---------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x_min, x_max = self._batch_range(x)

@@ -66,9 +66,9 @@ def test_shift_panel_measures_calibrate_shifted_once_per_amount(monkeypatch):
     calls = []
     real = sp.calibrate_shifted
 
-    def counting(model, calib, x, y, shift, amount, **kw):
+    def counting(model, calib, x, y, shift, amount, *args, **kw):
         calls.append((shift, amount))
-        return real(model, calib, x, y, shift, amount, **kw)
+        return real(model, calib, x, y, shift, amount, *args, **kw)
 
     monkeypatch.setattr(sp, "calibrate_shifted", counting)
     x, y = X[:64], Y[:64]

@@ -18,6 +18,8 @@ import ipywidgets as widgets
 import torch
 from IPython.display import Image, display
 
+import qlab
+
 from . import bench, plots
 from .experiments import (
     SCHEMES,
@@ -538,7 +540,7 @@ class ShiftPanel(Panel):
     """
 
     def __init__(self, float_models: dict, calib, x: torch.Tensor, y: torch.Tensor,
-                 shift: str = "brightness", amount: float = 0.5, max_images: int = 128):
+                 shift: str = "brightness", amount: float = 0.5, max_images: int = 128, qconfig=None):
         from . import static_ptq
 
         if not isinstance(float_models, dict) or not float_models:
@@ -548,9 +550,10 @@ class ShiftPanel(Panel):
         static_ptq._check_xy(x, y)
         self.sp, self.models, self.calib, self.x, self.y = static_ptq, float_models, calib, x, y
         self.max_images, self.results = max_images, {}
+        self.qconfig = qlab.minmax_qconfig if qconfig is None else qconfig
         images, _ = static_ptq._images_labels(calib)
         self.images = static_ptq._check_calib(images)
-        self.baseline = {name: static_ptq.calibrated_accuracy(m, calib, x, y, max_images=max_images)
+        self.baseline = {name: static_ptq.calibrated_accuracy(m, calib, x, y, self.qconfig, max_images)
                          for name, m in float_models.items()}
         self.shift = widgets.ToggleButtons(options=list(SHIFT_SLIDERS), value=shift, description="shift",
                                            style={**_WIDE, "button_width": "90px"})
@@ -575,7 +578,7 @@ class ShiftPanel(Panel):
         key = (name, shift, round(float(amount), 4))
         if key not in self.results:
             self.results[key] = self.sp.calibrate_shifted(self.models[name], self.calib, self.x, self.y,
-                                                          shift, key[2], max_images=self.max_images)
+                                                          shift, key[2], self.qconfig, self.max_images)
         return self.results[key]
 
     def figure(self):
@@ -600,7 +603,8 @@ class ShiftPanel(Panel):
 
 
 def shift_panel(float_models: dict, calib, x: torch.Tensor, y: torch.Tensor, shift: str = "brightness",
-                amount: float = 0.5, max_images: int = 128) -> ShiftPanel:
+                amount: float = 0.5, max_images: int = 128, qconfig=None) -> ShiftPanel:
     """Lesson 04's panel: drag "shift amount"; each fp32 model in float_models (name -> model) is
-    calibrated on the shifted calib images and tested on the unshifted (x, y)."""
-    return ShiftPanel(float_models, calib, x, y, shift, amount, max_images)
+    calibrated on the shifted calib images (qconfig: default qlab.minmax_qconfig) and tested on
+    the unshifted (x, y)."""
+    return ShiftPanel(float_models, calib, x, y, shift, amount, max_images, qconfig)

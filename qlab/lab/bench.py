@@ -492,22 +492,31 @@ def _footnote(spreads) -> str:
     return f"\n\n(timing rounds agree within {worst:.2f}x)"
 
 
-def cnn_table(batches=(1, 64), threads: int | None = None, min_run_time: float = 0.5) -> str:
-    """Markdown: the trained lesson CNNs, best fp32 against torch.ao and qlab int8, as ratios."""
+def time_models(variants: dict[str, dict[str, nn.Module]], batches=(1, 64), threads: int | None = None,
+                min_run_time: float = 0.5) -> list[dict]:
+    """time_cnn_variants for each model (name -> what cnn_variants returned) at each batch:
+    one row a (model, batch), with "model" added."""
+    return [{"model": name, **time_cnn_variants(v, b, threads, min_run_time)}
+            for name, v in variants.items() for b in batches]
+
+
+def cnn_markdown(rows: list[dict]) -> str:
+    """Markdown: time_models' rows, best fp32 against torch.ao and qlab int8, as ratios."""
     lines = ["| model | batch | best fp32 | fp32 ms | torch.ao int8 | qlab int8 | dynamic int8 (fc) "
              "| qlab time / torch.ao time |",
              "|---|---|---|---|---|---|---|---|"]
-    spreads = []
-    for name in CNNS:
-        variants = _trained_variants(name)
-        for b in batches:
-            r = time_cnn_variants(variants, b, threads, min_run_time)
-            s, ms = r["speedup"], r["ms"]
-            spreads.append(r["spread"])
-            lines.append(f"| {name} | {b} | {r['fp32_layout']} | {ms[r['baseline']]:.2f} "
-                         f"| {s['torch.ao int8']:.2f}x | {s['qlab int8']:.2f}x | {s['dynamic int8']:.2f}x "
-                         f"| {ms['qlab int8'] / ms['torch.ao int8']:.1f}x |{_flag(r['spread'])}")
-    return "\n".join(lines) + _footnote(spreads)
+    for r in rows:
+        s, ms = r["speedup"], r["ms"]
+        lines.append(f"| {r['model']} | {r['batch']} | {r['fp32_layout']} | {ms[r['baseline']]:.2f} "
+                     f"| {s['torch.ao int8']:.2f}x | {s['qlab int8']:.2f}x | {s['dynamic int8']:.2f}x "
+                     f"| {ms['qlab int8'] / ms['torch.ao int8']:.1f}x |{_flag(r['spread'])}")
+    return "\n".join(lines) + _footnote([r["spread"] for r in rows])
+
+
+def cnn_table(batches=(1, 64), threads: int | None = None, min_run_time: float = 0.5) -> str:
+    """Markdown: the trained lesson CNNs, best fp32 against torch.ao and qlab int8, as ratios."""
+    variants = {name: _trained_variants(name) for name in CNNS}
+    return cnn_markdown(time_models(variants, batches, threads, min_run_time))
 
 
 def sweep_table(sweep: dict, config: str = "torch.ao int8") -> str:

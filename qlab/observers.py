@@ -63,10 +63,13 @@ class Observer(nn.Module):
         self.register_buffer("max_val", torch.tensor(float("-inf")))
 
     def extra_repr(self) -> str:
-        """The settings, then the range seen so far, e.g. 'qdtype=uint8, reduce_range=True, min=-1, max=2'."""
+        """The settings, then the range seen so far, e.g.
+        'qdtype=uint8[0..255], reduce_range=True (codes 0..127), min=-1, max=2'."""
         settings = [f"qdtype={self.qdtype!r}"] + [f"{k}={v}" for k, v in (
-            ("symmetric", self.symmetric), ("axis", self.axis), ("reduce_range", self.reduce_range))
-            if v not in (False, None)]
+            ("symmetric", self.symmetric), ("axis", self.axis)) if v not in (False, None)]
+        if self.reduce_range:
+            grid = self.qdtype.reduced()
+            settings.append(f"reduce_range=True (codes {grid.qmin}..{grid.qmax})")
         if self.has_data() and self.min_val.dim() == 0:
             settings.append(f"min={self.min_val.item():.4g}, max={self.max_val.item():.4g}")
         elif self.has_data():

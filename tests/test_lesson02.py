@@ -42,6 +42,16 @@ def test_plot_calibration_curves():
     assert isinstance(fig, Figure) and len(fig.axes[0].lines) == 2
 
 
+def test_plot_calibration_curves_shows_the_spread_over_subsets():
+    curves = {"MinMax": [[28, 30, 33], [34, 35, 36], [36, 36, 36]], "MSE": [[29, 31], [36, 37], [37, 37]]}
+    fig = plots.plot_calibration_curves([1, 4, 16], curves, "dB")
+    ax = fig.axes[0]
+    medians = ax.lines[0].get_ydata()
+    assert list(medians) == [30, 35, 36]
+    assert len(ax.containers) == 2  # one min-to-max error bar set per observer
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "4", "16"]
+
+
 def test_score_observers_measures_the_reference(relu_acts):
     assert (inject_outliers(relu_acts, 3, 10.0) != relu_acts).sum() == 3
     seen = inject_outliers(relu_acts, 1, 10.0)  # fewer than the 0.01 % = 2 values percentile clips

@@ -88,6 +88,14 @@ def test_plot_channel_ranges():
     assert len(fig.axes) == 2
 
 
+def test_plot_channel_ranges_draws_the_per_tensor_grid():
+    lo, hi = torch.tensor([-0.5, -0.2]), torch.tensor([0.3, 0.9])
+    sym = plots.plot_channel_ranges(lo, hi, [1.0, 2.0], [3.0, 4.0]).axes[0]
+    assert sorted(line.get_ydata()[0] for line in sym.get_lines()) == pytest.approx([-0.9, 0.9])
+    aff = plots.plot_channel_ranges(lo, hi, [1.0, 2.0], [3.0, 4.0], symmetric=False).axes[0]
+    assert sorted(line.get_ydata()[0] for line in aff.get_lines()) == pytest.approx([-0.5, 0.9])
+
+
 # ---- lessons 03 and 04: speed figures (numbers shaped as qlab.lab.bench returns them)
 
 DYNAMIC = {"baseline": "fp32", "ms": {"fp32": 10.0, "torch.ao int8": 4.0, "qlab int8": 12.5},
@@ -195,3 +203,27 @@ def test_lesson03_layer_plots_label_their_axes():
     assert fig.axes[0].get_yscale() == "log" and "median" in fig.axes[0].get_ylabel()
     fig = plots.plot_alpha_curve([0.0, 0.5, 1.0], {"cosine": [0.9, 0.99, 0.95]}, 0.5)
     assert "α" in fig.axes[0].get_xlabel() and len(fig.axes[0].lines) == 2
+
+
+def test_plot_stepper_shows_each_rules_share_of_equal_codes():
+    diff = torch.zeros(100, dtype=torch.int64)
+    diff[:3] = 1
+    step = {"layer": "conv", "input_codes": torch.randint(0, 128, (4, 8, 8)), "input_zero_point": 3,
+            "accumulator": torch.randint(-500, 500, (4, 8, 8)),
+            "steps": {"float": {"diff": torch.zeros(100, dtype=torch.int64), "differ": 0.0, "max": 0},
+                      "int32": {"diff": diff, "differ": 0.03, "max": 1},
+                      "fixed_point": {"diff": diff, "differ": 0.03, "max": 1}}}
+    fig = plots.plot_stepper(step)
+    _labelled(fig)
+    texts = [t.get_text() for t in fig.axes[2].texts]
+    assert texts == ["100 / 100\nmax diff 0", "97 / 100\nmax diff 1", "97 / 100\nmax diff 1"]
+
+
+def test_plot_shift_marks_the_calibrated_range():
+    fig = plots.plot_shift([0.0, 1.0], {"ResNet": [1.0, 0.25]}, 1.0, "brightness", torch.randn(500),
+                           torch.randn(500) + 1, (0.0, 4.0))
+    _labelled(fig)
+    span = [p for p in fig.axes[1].patches if p.get_label() == "input grid's range"]
+    assert len(span) == 1
+    x0 = span[0].get_x()  # axvspan draws a Rectangle from x0, width wide
+    assert (x0, x0 + span[0].get_width()) == pytest.approx((0.0, 4.0))

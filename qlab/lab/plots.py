@@ -184,11 +184,12 @@ def plot_sqnr_vs_bits(
 
 
 def plot_channel_ranges(
-    ch_min, ch_max, sqnr_per_tensor, sqnr_per_channel, title: str = ""
+    ch_min, ch_max, sqnr_per_tensor, sqnr_per_channel, title: str = "", symmetric: bool = True
 ) -> Figure:
     """Per-tensor versus per-channel on one weight matrix.
 
-    Top: the [min, max] range of every output channel (one thin bar each).
+    Top: the [min, max] range of every output channel (one thin bar each), and the range the
+    per-tensor grid covers: ±max|x| when symmetric (the default), else the tensor's [min, max].
     Bottom: each channel's SQNR with one scale for the whole tensor vs a scale per channel.
     """
     lo, hi = _np(ch_min), _np(ch_max)
@@ -197,8 +198,13 @@ def plot_channel_ranges(
     fig = Figure(figsize=(9, 6.2), layout="constrained")
     ax, ax_s = fig.subplots(2, 1, sharex=True)
     ax.vlines(ch, lo, hi, color=BLUE, lw=1.2)
-    ax.axhline(lo.min(), color=RED, ls="--", lw=1, label="whole tensor's [min, max]")
-    ax.axhline(hi.max(), color=RED, ls="--", lw=1)
+    if symmetric:
+        amax = max(-lo.min(), hi.max(), 0.0)
+        ends, label = (-amax, amax), "per-tensor symmetric grid: ±max|x|"
+    else:
+        ends, label = (min(lo.min(), 0.0), max(hi.max(), 0.0)), "per-tensor grid: the tensor's [min, max]"
+    ax.axhline(ends[0], color=RED, ls="--", lw=1, label=label)
+    ax.axhline(ends[1], color=RED, ls="--", lw=1)
     ax.set_ylabel("weight value")
     ax.set_title(title or "Each output channel's [min, max]")
     ax.legend(loc="upper right", fontsize=9)
@@ -259,18 +265,35 @@ def plot_observer_ranges(
 
 
 def plot_calibration_curves(
-    sizes, curves: Mapping[str, Sequence[float]], ylabel: str, title: str = ""
+    sizes, curves: Mapping[str, Sequence], ylabel: str, title: str = ""
 ) -> Figure:
-    """One line per observer: a quality measure (e.g. SQNR) against the calibration-set size."""
+    """One line per observer: a quality measure (e.g. SQNR) against the calibration-set size.
+
+    Each curve holds one value per size, or one sequence per size (a value for each random
+    subset of that size): then the line joins the medians and a bar spans the subsets' min to
+    max. The observers' points are nudged apart along x so that overlapping lines stay visible.
+    """
     fig = Figure(figsize=(7.5, 4.2), layout="constrained")
     ax = fig.add_subplot()
     s = _np(sizes)
+    n = len(curves)
+    spread = False
     for i, (name, ys) in enumerate(curves.items()):
-        ax.plot(s, _np(ys), marker=MARKERS[i % len(MARKERS)], ms=4,
-                color=OBSERVER_COLORS.get(name, PALETTE[i % len(PALETTE)]), label=name)
+        rows = [_np(y) for y in ys]
+        med = np.array([np.median(r) for r in rows])
+        xs = s * 2 ** (0.08 * (i - (n - 1) / 2))  # a small nudge on the log axis
+        color = OBSERVER_COLORS.get(name, PALETTE[i % len(PALETTE)])
+        ax.plot(xs, med, marker=MARKERS[i % len(MARKERS)], ms=4, color=color, label=name)
+        if any(r.size > 1 for r in rows):
+            spread = True
+            lo, hi = np.array([r.min() for r in rows]), np.array([r.max() for r in rows])
+            ax.errorbar(xs, med, yerr=[med - lo, hi - med], fmt="none", ecolor=color, elinewidth=1,
+                        capsize=2, alpha=0.8)
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("calibration images")
-    ax.set_ylabel(ylabel)
+    ax.set_xticks(s, [f"{v:g}" for v in s])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("calibration images (log scale)")
+    ax.set_ylabel(ylabel + ("\nmedian; bar: min to max over subsets" if spread else ""))
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=9)
     ax.set_title(title or f"{ylabel} against calibration-set size")
@@ -521,17 +544,18 @@ def plot_alpha_curve(alphas: Sequence[float], quality: Mapping[str, Sequence[flo
 
 def plot_stepper(step: Mapping, title: str = "") -> Figure:
     """One int8 layer on one image (a dict from static_ptq.step_layer): the input codes with
-    their zero point, the int32 accumulator, and how far each rule's output codes land from
-    torch.ao's (in output steps; log count axis, so one differing code still shows)."""
+    their zero point (log count axis), the int32 accumulator, and for each bias rule the share of
+    output codes equal to torch.ao's, with the largest difference in output steps."""
     fig = Figure(figsize=(11, 3.6), layout="constrained")
     ax_in, ax_acc, ax_out = fig.subplots(1, 3)
     codes = _np(step["input_codes"])
     ax_in.hist(codes, bins=np.arange(-0.5, 256.5, 4), color=BLUE)
+    ax_in.set_yscale("log")  # the ReLU's zeros would flatten every other bar
     ax_in.axvline(step["input_zero_point"], color=BLACK, ls="--", lw=1,
                   label=f"zero point {step['input_zero_point']}")
     ax_in.set_xlim(-5, 260)
     ax_in.set_xlabel("input code q_x (uint8)")
-    ax_in.set_ylabel("count")
+    ax_in.set_ylabel("count (log)")
     ax_in.legend(fontsize=8)
     ax_in.set_title("input codes")
     acc = _np(step["accumulator"])
@@ -540,25 +564,19 @@ def plot_stepper(step: Mapping, title: str = "") -> Figure:
     ax_acc.set_xlabel("Σ (q_x − z_x)·q_w   (int32)")
     ax_acc.set_ylabel("count")
     ax_acc.set_title(f"accumulator: {int(acc.min()):,} … {int(acc.max()):,}")
-    labels = {"float": "float bias (fbgemm)", "int32": "int32 bias", "fixed_point": "int32 bias, (M0, shift)"}
-    width, seen = 0.8 / len(labels), set()
-    for i, (rule, label) in enumerate(labels.items()):
-        diff = _np(step["steps"][rule]["diff"])
-        values, counts = np.unique(diff, return_counts=True)
-        seen.update(values.tolist())
-        xs = values + (i - 1) * width
-        ax_out.bar(xs, 100 * counts / diff.size, width=width, color=PALETTE[i], hatch=("", "//", "..")[i],
-                   edgecolor=BLACK, lw=0.3, label=label)
-        for xv, c in zip(xs, counts, strict=True):
-            ax_out.annotate(f"{c:,}", (xv, 100 * c / diff.size), ha="center", va="bottom", fontsize=7,
-                            rotation=90, xytext=(0, 2), textcoords="offset points")
-    ax_out.set_xticks(sorted(seen))
-    ax_out.set_xlim(min(seen) - 0.6, max(seen) + 0.6)
-    ax_out.set_ylim(0, 165)
+    labels = {"float": "float bias\n(fbgemm)", "int32": "int32 bias",
+              "fixed_point": "int32 bias,\n(M0, shift)"}
+    for i, rule in enumerate(labels):
+        s = step["steps"][rule]
+        n = _np(s["diff"]).size
+        equal = round(n * (1 - s["differ"]))
+        ax_out.bar(i, 100 * equal / n, color=PALETTE[i], hatch=("", "//", "..")[i], edgecolor=BLACK, lw=0.3)
+        ax_out.annotate(f"{equal:,} / {n:,}\nmax diff {s['max']}", (i, 100 * equal / n), ha="center",
+                        va="bottom", fontsize=8, xytext=(0, 2), textcoords="offset points")
+    ax_out.set_xticks(range(len(labels)), list(labels.values()), fontsize=8)
+    ax_out.set_ylim(0, 125)
     ax_out.set_yticks([0, 25, 50, 75, 100])
-    ax_out.set_xlabel("output code − torch.ao's code (steps)")
-    ax_out.set_ylabel("share of output codes (%), count on the bar")
-    ax_out.legend(fontsize=8, loc="upper left")
+    ax_out.set_ylabel("output codes equal to torch.ao's (%)")
     ax_out.set_title("output codes vs torch.ao")
     fig.suptitle(title or f"{step['layer']}: one int8 layer, step by step")
     return fig

@@ -46,7 +46,7 @@ from .nn import (
 from .observers import MinMaxObserver
 from .qconfig import QConfig, check_bias_rule, default_qat_qconfig, default_qconfig
 from .qparams import QParams
-from .qtypes import int8, uint8
+from .qtypes import int8
 
 
 def swap(module: nn.Module, make: Callable[[str, nn.Module], nn.Module | None],
@@ -315,11 +315,16 @@ def _torch_weight(m) -> torch.Tensor:
 
 
 def _torch_output(m, t: nn.Module) -> nn.Module:
-    """Give torch module t m's output qparams (torch computes on the full quint8 grid)."""
+    """Give torch module t m's output qparams.
+
+    torch computes on the full quint8 grid 0..255. A narrower unsigned grid (4-bit activations:
+    0..15) keeps its scale and zero point, as torch.ao's convert does with quant_max=15, but
+    torch's kernels do not clamp to it: codes past qmax (values beyond the calibrated range)
+    survive there, while qlab's own int8 modules clamp them, as fake quantization did."""
     qp = m.output_qparams
-    if qp.qdtype != uint8:
-        raise ValueError(f"torch's int8 kernels compute on quint8 activations; this "
-                         f"{type(m).__name__} outputs {qp.qdtype!r}")
+    if qp.qdtype.signed or qp.qdtype.bits > 8:
+        raise ValueError(f"torch's int8 kernels compute on quint8 activations (unsigned, at most 8 "
+                         f"bits); this {type(m).__name__} outputs {qp.qdtype!r}")
     t.scale, t.zero_point = float(qp.scale), int(qp.zero_point)
     return t
 

@@ -96,6 +96,18 @@ class FakeQuantize(nn.Module):
                 f"observer_enabled={bool(self.observer_enabled)}")
 
 
+def disable_observer(module: nn.Module) -> None:
+    """model.apply(disable_observer): freeze every FakeQuantize's grid (as torch.ao's)."""
+    if isinstance(module, FakeQuantize):
+        module.disable_observer()
+
+
+def enable_observer(module: nn.Module) -> None:
+    """model.apply(enable_observer): let every FakeQuantize's grid follow the data again."""
+    if isinstance(module, FakeQuantize) and not isinstance(module, LearnedFakeQuantize):
+        module.enable_observer()
+
+
 def _flag(name: str, value) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{name} takes True or False, got {value!r}")

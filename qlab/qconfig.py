@@ -19,9 +19,10 @@ from typing import Callable
 
 from torch import nn
 
-from .fake_quant import FakeQuantize
+from .fake_quant import FakeQuantize, LearnedFakeQuantize
 from .observers import HistogramObserver, MinMaxObserver, MovingAverageMinMaxObserver, Observer
 from .qtypes import int8, uint8
+from .qtypes import qdtype as int_grid
 
 BIAS_RULES = ("float", "int32")
 
@@ -113,3 +114,34 @@ def get_default_qat_qconfig(backend: str = "x86") -> QConfig:
     """torch.ao.quantization.get_default_qat_qconfig(backend) in qlab's terms."""
     _check_backend(backend)
     return default_qat_qconfig
+
+
+def _bits(name: str, bits) -> int:
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 8:
+        raise ValueError(f"{name} must be an integer number of bits from 2 to 8, got {bits!r}")
+    return bits
+
+
+def low_bit_qconfig(weight_bits: int = 8, activation_bits: int = 8, qat: bool = False,
+                    learned_scale: bool = False) -> QConfig:
+    """Per-channel symmetric signed weights of weight_bits (int8 storage, as torch.ao's qint8 with
+    quant_min/quant_max) and unsigned activations of activation_bits.
+
+    PTQ (qat=False): histogram activations, min-max weights (the x86 default's observers).
+    QAT: moving-average min-max FakeQuantize (torch.ao's QAT default), or LSQ's
+    LearnedFakeQuantize with learned_scale=True. 8-bit activations keep reduce_range (0..127),
+    as x86's default; narrower activation grids use their whole range.
+    """
+    w = int_grid(_bits("weight_bits", weight_bits), True)
+    a = int_grid(_bits("activation_bits", activation_bits), False)
+    if learned_scale and not qat:
+        raise ValueError("learned_scale=True trains the scales: it needs qat=True")
+    reduce = activation_bits == 8
+    if not qat:
+        return QConfig(_with(HistogramObserver, qdtype=a, reduce_range=reduce),
+                       _with(MinMaxObserver, qdtype=w, symmetric=True, axis=0))
+    if learned_scale:
+        lsq = functools.partial(LearnedFakeQuantize.with_args, observer=MinMaxObserver)
+        return QConfig(lsq(qdtype=a, reduce_range=reduce), lsq(qdtype=w, symmetric=True, axis=0))
+    fq = functools.partial(FakeQuantize.with_args, observer=MovingAverageMinMaxObserver)
+    return QConfig(fq(qdtype=a, reduce_range=reduce), fq(qdtype=w, symmetric=True, axis=0))

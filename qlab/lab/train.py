@@ -5,8 +5,9 @@
     fit_lm(model, ids, epochs, ...)          truncated-backprop training of a character LM
     bits_per_char(model, ids)                mean -log2 p(next char): the LM's quality, lower is better
 
-    python -m qlab.lab.train --all           (= `make checkpoints`) trains all three from scratch
+    python -m qlab.lab.train --all           (= `make checkpoints`) trains all three from scratch, then --qat
     python -m qlab.lab.train resnet          just one; writes data/checkpoints/ and METRICS.json
+    python -m qlab.lab.train --qat           lesson 05's QAT runs (qat.SWEEP) into data/checkpoints/qat
 
 Same seed, same thread count, same versions: the same weights, bit for bit. One thread by default:
 on a busy 2-core laptop two OpenMP threads wait on each other and train several times slower.
@@ -202,18 +203,24 @@ def _record_metrics(name: str, metrics: dict, directory: Path) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Train the lesson checkpoints from scratch (seeded).")
     parser.add_argument("names", nargs="*", help=f"models to train, of {', '.join(checkpoints.NAMES)}")
-    parser.add_argument("--all", action="store_true", help="train every lesson model")
+    parser.add_argument("--all", action="store_true", help="train every lesson model, then the QAT runs")
+    parser.add_argument("--qat", action="store_true",
+                        help="record lesson 05's QAT runs (data/checkpoints/qat), from the trained CNNs")
     parser.add_argument("--out", default=None, help="checkpoint folder (default data/checkpoints)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (results depend on it)")
     args = parser.parse_args(argv)
     names = list(checkpoints.NAMES) if args.all else args.names
-    if not names or set(names) - set(checkpoints.NAMES):
-        parser.error(f"name models from {checkpoints.NAMES}, or pass --all")
+    if (not names and not args.qat) or set(names) - set(checkpoints.NAMES):
+        parser.error(f"name models from {checkpoints.NAMES}, or pass --all or --qat")
     torch.set_num_threads(args.threads)
     for name in names:
         print(f"== {name}", flush=True)
         print(json.dumps(train_and_save(name, args.out, args.seed)), flush=True)
+    if args.all or args.qat:
+        from . import qat  # QAT fine-tunes the checkpoints just written
+
+        qat.record_sweep(args.out)
     return 0
 
 

@@ -5,7 +5,7 @@ fake-quantize (QATLinear, QATConv2d, QATConvBn2d). Between int8 layers flows a q
 
 from ..tensor import QTensor
 from .dynamic import DynamicQuantLinear, DynamicQuantLSTM
-from .qat import QATConv2d, QATConvBn2d, QATLinear
+from .qat import QATConv2d, QATConvBn2d, QATLinear, freeze_bn_stats
 from .static import (
     DeQuantize,
     DeQuantStub,
@@ -25,6 +25,7 @@ __all__ = [
     "FloatFunctional",
     "QATConv2d",
     "QATConvBn2d",
+    "freeze_bn_stats",
     "QATLinear",
     "QFunctional",
     "QTensor",

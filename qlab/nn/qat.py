@@ -129,3 +129,10 @@ class QATConvBn2d(nn.Conv2d):
             z = z + self.bias.reshape(1, -1, 1, 1)
         y = self.bn(z)
         return _output(self, y)
+
+
+def freeze_bn_stats(module: nn.Module) -> None:
+    """model.apply(freeze_bn_stats): every QATConvBn2d uses, and stops updating, its running
+    statistics (torch.ao.nn.intrinsic.qat.freeze_bn_stats)."""
+    if isinstance(module, QATConvBn2d):
+        module.freeze_bn()

@@ -394,3 +394,91 @@ def test_dynamic_qparams_rejects_with_its_own_hint(fn, words, capsys):
         assert w in out, f"{w!r} missing from:\n{out}"
     generic = "over the range widened to include 0, zero_point = clamp"
     assert generic not in out, f"a typical mistake got the generic hint:\n{out}"
+
+
+# ---------------------------------------------------------------------- check_ste (lesson 05)
+
+
+class SteGood(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, s, z, qmin, qmax):
+        q = torch.round(x * (1.0 / s)) + z
+        ctx.save_for_backward((q >= qmin) & (q <= qmax))
+        return (q.clamp(qmin, qmax) - z) * s
+
+    @staticmethod
+    def backward(ctx, g):
+        (inside,) = ctx.saved_tensors
+        return g * inside, None, None, None, None
+
+
+class SteNoClip(SteGood):
+    @staticmethod
+    def backward(ctx, g):
+        return g, None, None, None, None
+
+
+class SteRoundGrad(SteGood):
+    @staticmethod
+    def backward(ctx, g):
+        return torch.zeros_like(g), None, None, None, None
+
+
+class SteNoClamp(SteGood):
+    @staticmethod
+    def forward(ctx, x, s, z, qmin, qmax):
+        ctx.save_for_backward(torch.ones_like(x, dtype=torch.bool))
+        return (torch.round(x / s) + z - z) * s
+
+
+class SteMaskOnX(SteGood):
+    @staticmethod
+    def forward(ctx, x, s, z, qmin, qmax):
+        q = torch.round(x * (1.0 / s)) + z
+        ctx.save_for_backward((x >= (qmin - z) * s) & (x <= (qmax - z) * s))
+        return (q.clamp(qmin, qmax) - z) * s
+
+
+class SteHalfUp(SteGood):
+    @staticmethod
+    def forward(ctx, x, s, z, qmin, qmax):
+        q = torch.floor(x / s + 0.5) + z
+        ctx.save_for_backward((q >= qmin) & (q <= qmax))
+        return (q.clamp(qmin, qmax) - z) * s
+
+
+def ste_no_grad(x, s, z, qmin, qmax):
+    with torch.no_grad():
+        return torch.fake_quantize_per_tensor_affine(x, s, z, qmin, qmax)
+
+
+class SteTodo(SteGood):
+    @staticmethod
+    def forward(ctx, *args):
+        raise NotImplementedError
+
+
+def test_ste_accepts_a_correct_function(capsys):
+    from qlab.lab.exercises import check_ste
+
+    assert check_ste(SteGood) is True
+    assert capsys.readouterr().out.startswith("✅ SteGood")
+
+
+@pytest.mark.parametrize(("fn", "words"), [
+    (SteNoClip, ["gradient of x differs", "must be clipped"]),
+    (SteRoundGrad, ["0 everywhere", "round's true derivative"]),
+    (SteNoClamp, ["values differ", "must clamp the codes"]),
+    (SteMaskOnX, ["decide it on the rounded code"]),
+    (SteHalfUp, ["ties", "half to even"]),
+    (ste_no_grad, ["no gradient reached x"]),
+    (SteTodo, ["NotImplementedError", "replace the `raise`"]),
+])
+def test_ste_names_each_typical_mistake(fn, words, capsys):
+    from qlab.lab.exercises import check_ste
+
+    assert check_ste(fn) is False
+    out = capsys.readouterr().out
+    assert out.startswith("❌ ")
+    for w in words:
+        assert w in out, out

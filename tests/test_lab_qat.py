@@ -62,8 +62,8 @@ def test_qlab_qat_follows_torch_ao_qat_and_converts_to_what_it_trained():
     assert abs(done["int"] - done["fake"]) <= 0.005
 
 
-@pytest.mark.parametrize("run", ["mobilenet_v2_w2a8_observers", "resnet_w2a8_observers", "mobilenet_v2_w2a8_lsq",
-                                 "mobilenet_v2_w8a3_observers"])
+@pytest.mark.parametrize("run", ["mobilenet_v2_w2a8_observers", "resnet_w2a8_observers",
+                                 "mobilenet_v2_w2a8_lsq", "mobilenet_v2_w8a3_observers"])
 def test_recorded_runs_reproduce_their_int8_accuracy(run):
     recorded = qat.recorded_runs()[run]
     c = recorded["config"]

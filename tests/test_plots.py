@@ -227,3 +227,15 @@ def test_plot_shift_marks_the_calibrated_range():
     assert len(span) == 1
     x0 = span[0].get_x()  # axvspan draws a Rectangle from x0, width wide
     assert (x0, x0 + span[0].get_width()) == pytest.approx((0.0, 4.0))
+
+
+def test_lesson05_plots_label_their_axes():
+    from qlab.lab.qat import ste_curves
+
+    _labelled(plots.plot_ste(ste_curves(3)))
+    fig = plots.plot_qat_curves({"4-bit": ([0, 4, 8], [0.5, 0.8, 0.9])}, {"4-bit": 0.6},
+                                {"bn": 4, "observers": None})
+    _labelled(fig)
+    assert [t.get_text() for t in fig.axes[0].texts] == ["bn frozen"]
+    sweep = {"PTQ": [0.99, 0.9, 0.1], "QAT": [0.99, 0.99, 0.96]}
+    _labelled(plots.plot_bits_sweep([8, 4, 2], sweep, "weight bits"))

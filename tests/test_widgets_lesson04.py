@@ -96,3 +96,28 @@ def test_shift_panel_bad_input():
         shift_panel({"ResNet": resnet}, CALIB[:0], X[:8], Y[:8])
     with pytest.raises(ValueError, match="non-empty dict"):
         shift_panel({}, CALIB, X[:8], Y[:8])
+
+
+def test_lesson05_ste_panel_follows_its_sliders():
+    from qlab.lab.widgets import ste_panel
+
+    panel = ste_panel(bits=3, range_max=1.0)
+    step3 = float(re.search(r"step ([0-9.]+)", panel.readout.value).group(1))
+    panel.bits.value = 5
+    step5 = float(re.search(r"step ([0-9.]+)", panel.readout.value).group(1))
+    assert step5 == pytest.approx(step3 * 7 / 31, rel=1e-3)  # 2 / (2**bits - 1) of the range
+    with pytest.raises(ValueError, match=r"bits=9 is outside"):
+        ste_panel(bits=9)
+
+
+def test_lesson05_qat_curve_panel_measures_the_recorded_int8_model():
+    from qlab.lab import qat
+    from qlab.lab.widgets import qat_curve_panel
+
+    panel = qat_curve_panel("resnet", 2)
+    with torch.no_grad():
+        acc = float((qat.load_int8("resnet", 2)(X).argmax(1) == Y).float().mean())
+    assert f"QAT {100 * acc:.1f} %" in panel.readout.value
+    assert f"PTQ {100 * qat.ptq_accuracy('resnet', 2, 8):.1f} %" in panel.readout.value
+    with pytest.raises(ValueError, match="recorded widths"):
+        qat_curve_panel("resnet", 5)

@@ -614,3 +614,79 @@ def plot_shift(amounts: Sequence[float], accuracy: Mapping[str, Sequence[float]]
     ax_px.set_title("what the input's observer saw")
     fig.suptitle(title or "Static quantization fixes its ranges on the calibration images")
     return fig
+
+
+# ---------------------------------------------------------------------------------------
+# Lesson 05: quantization-aware training
+# ---------------------------------------------------------------------------------------
+
+
+def plot_ste(curves: Mapping, title: str = "") -> Figure:
+    """Left: fake_quantize's staircase against x (and y = x); right: its gradient as autograd
+    computes it (the clipped straight-through estimator) beside the staircase's true derivative.
+    curves: what qlab.lab.qat.ste_curves returns."""
+    fig = Figure(figsize=(11, 3.8), layout="constrained")
+    ax, ax_g = fig.subplots(1, 2)
+    x, lo, hi = _np(curves["x"]), *curves["inside"]
+    for a in (ax, ax_g):
+        a.axvspan(lo, hi, color=GREY, alpha=0.12, label="the grid's range")
+    ax.plot(x, x, color=GREY, ls="--", lw=1, label="y = x (no quantization)")
+    ax.plot(x, _np(curves["y"]), color=BLUE, lw=2, label=f"fake_quantize ({curves['levels']} levels)")
+    ax.set_xlabel("x")
+    ax.set_ylabel("forward: x̂")
+    ax.legend(fontsize=8, loc="upper left")
+    ax.set_title(f"forward: a staircase, step {curves['step']:.3g}")
+    ax_g.plot(x, _np(curves["ste"]), color=ORANGE, lw=2.5, label="backward: STE (autograd)")
+    ax_g.plot(x, _np(curves["true"]), color=BLUE, ls=":", lw=2, marker="|", markevery=40,
+              label="true derivative of the staircase (0; undefined at the jumps)")
+    ax_g.set_ylim(-0.15, 1.35)
+    ax_g.set_xlabel("x")
+    ax_g.set_ylabel("d x̂ / d x")
+    ax_g.legend(fontsize=8, loc="upper left")
+    ax_g.set_title("backward: 1 inside the grid, 0 outside")
+    fig.suptitle(title or "The straight-through estimator: round forward, identity backward inside the grid")
+    return fig
+
+
+def plot_qat_curves(curves: Mapping[str, tuple[Sequence[int], Sequence[float]]], ptq: Mapping[str, float],
+                    frozen: Mapping[str, int | None] | None = None, title: str = "") -> Figure:
+    """Test accuracy during QAT (one line per run: name -> (steps, accuracy)), with each run's PTQ
+    accuracy as a dashed line of the same colour, and the steps where batch norm and the
+    observers were frozen."""
+    fig = Figure(figsize=(8, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    for i, (name, (steps, acc)) in enumerate(curves.items()):
+        c = PALETTE[i % len(PALETTE)]
+        ax.plot(_np(steps), 100 * _np(acc), marker=MARKERS[i % len(MARKERS)], color=c, label=f"QAT {name}")
+        if name in ptq:
+            ax.axhline(100 * ptq[name], color=c, ls="--", lw=1.2, label=f"PTQ {name}")
+    for what, step in (frozen or {}).items():
+        if step is not None:
+            ax.axvline(step, color=BLACK, ls=":", lw=1)
+            ax.annotate(f"{what} frozen", (step, 35), rotation=90, fontsize=8, ha="right", va="bottom")
+    ax.set_ylim(0, 102)
+    ax.set_xlabel("training step (batches of 64)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right", ncol=2)
+    ax.set_title(title or "QAT: accuracy while fine-tuning, against PTQ (dashed)")
+    return fig
+
+
+def plot_bits_sweep(bits: Sequence[int], accuracy: Mapping[str, Sequence[float]], xlabel: str,
+                    title: str = "") -> Figure:
+    """Accuracy against bit width, one line per method (PTQ, QAT, ...), fewer bits to the right."""
+    fig = Figure(figsize=(7.5, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    for i, (name, acc) in enumerate(accuracy.items()):
+        ax.plot(_np(bits), 100 * _np(acc), marker=MARKERS[i], ms=7, color=PALETTE[i], label=name,
+                ls="-" if i % 2 == 0 else "--")
+    ax.set_xticks(list(bits))
+    ax.invert_xaxis()
+    ax.set_ylim(0, 102)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=9, loc="lower left")
+    ax.set_title(title or "Accuracy as the grid gets coarser")
+    return fig

@@ -650,16 +650,18 @@ def plot_ste(curves: Mapping, title: str = "") -> Figure:
 
 def plot_qat_curves(curves: Mapping[str, tuple[Sequence[int], Sequence[float]]], ptq: Mapping[str, float],
                     frozen: Mapping[str, int | None] | None = None, title: str = "") -> Figure:
-    """Test accuracy during QAT (one line per run: name -> (steps, accuracy)), with each run's PTQ
-    accuracy as a dashed line of the same colour, and the steps where batch norm and the
-    observers were frozen."""
+    """Test accuracy during QAT (one line per run: name -> (steps, accuracy)), with PTQ accuracies
+    as dashed lines (name -> accuracy: the colour of the QAT run of that name, else grey), and the
+    steps where batch norm and the observers were frozen."""
     fig = Figure(figsize=(8, 4.2), layout="constrained")
     ax = fig.add_subplot()
+    colours = {}
     for i, (name, (steps, acc)) in enumerate(curves.items()):
-        c = PALETTE[i % len(PALETTE)]
-        ax.plot(_np(steps), 100 * _np(acc), marker=MARKERS[i % len(MARKERS)], color=c, label=f"QAT {name}")
-        if name in ptq:
-            ax.axhline(100 * ptq[name], color=c, ls="--", lw=1.2, label=f"PTQ {name}")
+        colours[name] = PALETTE[i % len(PALETTE)]
+        ax.plot(_np(steps), 100 * _np(acc), marker=MARKERS[i % len(MARKERS)], color=colours[name],
+                label=f"QAT {name}")
+    for name, value in ptq.items():  # the colour of its QAT curve, or grey for a PTQ of its own
+        ax.axhline(100 * value, color=colours.get(name, GREY), ls="--", lw=1.2, label=f"PTQ {name}")
     for what, step in (frozen or {}).items():
         if step is not None:
             ax.axvline(step, color=BLACK, ls=":", lw=1)
@@ -668,7 +670,7 @@ def plot_qat_curves(curves: Mapping[str, tuple[Sequence[int], Sequence[float]]],
     ax.set_xlabel("training step (batches of 64)")
     ax.set_ylabel("test accuracy (%)")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right", ncol=2)
+    ax.legend(fontsize=8, loc="center right")
     ax.set_title(title or "QAT: accuracy while fine-tuning, against PTQ (dashed)")
     return fig
 

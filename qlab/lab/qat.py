@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -261,7 +262,9 @@ def torch_ao_qat(name: str, w_bits: int = 8, a_bits: int = 8, epochs: int = 2, l
     model = checkpoints.load_model(_check_name(name)).train()
     model.fuse_model(is_qat=True)
     model.qconfig = torch_qat_qconfig(w_bits, a_bits)
-    tq.prepare_qat(model, inplace=True)
+    with warnings.catch_warnings():  # torch.ao prefers quant_max to reduce_range; its x86 default uses both
+        warnings.filterwarnings("ignore", message=".*reduce_range will be deprecated")
+        tq.prepare_qat(model, inplace=True)
     freezers = (torch.ao.nn.intrinsic.qat.freeze_bn_stats, tq.disable_observer)
     history = run_qat(model, epochs, lr, freezers=freezers, **schedule)
     for f in freezers:

@@ -34,6 +34,12 @@ CNN_SPEEDUP_CHANGES = Expect(readout=r"torch\.ao int8 (\d+(?:\.\d+)?)x fp32", tr
 
 LESSON_04 = "notebooks/04_static_quantization.ipynb"
 
+# Lesson 05: more bits, a finer staircase (the step falls); another weight width, another QAT result.
+STEP_FALLS = Expect(readout=r"step (\d+(?:\.\d+)?)", trend=-1, plausible=(0.001, 2.0), run_timeout=300.0)
+QAT_CHANGES = Expect(readout=r"QAT (\d+(?:\.\d+)?) %", trend=0, plausible=(0.0, 100.0), timeout=60.0,
+                     run_timeout=300.0)
+LESSON_05 = "notebooks/05_quantization_aware_training.ipynb"
+
 PANELS = [
     pytest.param("notebooks/01_quantization_math.ipynb", "bits", SQNR_PER_BIT, id="01-bits"),
     pytest.param("notebooks/02_observers_and_calibration.ipynb", "size (× max|x|)", MINMAX_FALLS,
@@ -44,6 +50,8 @@ PANELS = [
     pytest.param(LESSON_04, "image", ACCUMULATOR_CHANGES, id="04-stepper-image"),
     pytest.param(LESSON_04, "shift amount", BRIGHTER_BREAKS, id="04-shift-amount"),
     pytest.param(LESSON_04, "batch size", CNN_SPEEDUP_CHANGES, id="04-batch-size"),
+    pytest.param(LESSON_05, "bits", STEP_FALLS, id="05-ste-bits"),
+    pytest.param(LESSON_05, "weight bits", QAT_CHANGES, id="05-qat-weight-bits"),
 ]
 
 

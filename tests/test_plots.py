@@ -237,5 +237,9 @@ def test_lesson05_plots_label_their_axes():
                                 {"bn": 4, "observers": None})
     _labelled(fig)
     assert [t.get_text() for t in fig.axes[0].texts] == ["bn frozen"]
-    sweep = {"PTQ": [0.99, 0.9, 0.1], "QAT": [0.99, 0.99, 0.96]}
-    _labelled(plots.plot_bits_sweep([8, 4, 2], sweep, "weight bits"))
+    sweep = {"net PTQ": [0.99, 0.9, 0.1], "net QAT": [0.99, 0.99, 0.96]}
+    fig = plots.plot_bits_sweep([8, 4, 2], sweep, "weight bits", reference={"net": 0.995})
+    _labelled(fig)
+    lines = fig.axes[0].get_lines()
+    assert [ln.get_linestyle() for ln in lines[:2]] == ["--", "-"]  # PTQ dashed, QAT solid
+    assert lines[0].get_color() == lines[1].get_color()  # one colour per model

@@ -1,4 +1,8 @@
-"""The `qlab` command: `qlab doctor` checks that this machine can run the lessons."""
+"""The `qlab` command.
+
+    qlab doctor                    checks that this machine can run the lessons
+    qlab report [--models ...]     measures every method on the lesson models, here (markdown or --json)
+"""
 
 from __future__ import annotations
 
@@ -56,15 +60,49 @@ def doctor() -> int:
     return 0 if ok else 1
 
 
-COMMANDS = {"doctor": doctor}
+def report(models: str = "resnet,mobilenet_v2,charlstm", as_json: bool = False, threads: int = 2) -> int:
+    """Measure fp32, dynamic, static and QAT int8 on the lesson models, on this machine (lesson 06)."""
+    import json
+
+    from . import workflow
+
+    torch.set_num_threads(threads)
+    torch.backends.quantized.engine = "x86"
+    rows = workflow.report_rows(models, threads=threads)
+    env = {"python": platform.python_version(), "torch": torch.__version__, "threads": threads,
+           "cpu_vnni": bool({"avx512_vnni", "avx_vnni"} & _cpu_flags())}
+    if as_json:
+        print(json.dumps({"environment": env, "rows": rows}, indent=1))
+    else:
+        print(f"qlab report: python {env['python']}, torch {env['torch']}, {threads} threads, "
+              f"VNNI {env['cpu_vnni']}\n")
+        print(workflow.report_markdown(rows))
+    return 0
+
+
+COMMANDS = {"doctor": doctor, "report": report}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="qlab", description=__doc__)
+    parser = argparse.ArgumentParser(prog="qlab", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, command in COMMANDS.items():
-        sub.add_parser(name, help=command.__doc__.splitlines()[0])
+    sub.add_parser("doctor", help=doctor.__doc__.splitlines()[0])
+    rep = sub.add_parser("report", help=report.__doc__.splitlines()[0])
+    rep.add_argument("--models", default="resnet,mobilenet_v2,charlstm",
+                     help="comma-separated, of resnet, mobilenet_v2, charlstm, minilm "
+                          "(default: the first three)")
+    rep.add_argument("--json", action="store_true", help="print JSON instead of a markdown table")
+    rep.add_argument("--threads", type=int, default=2, help="torch threads for every timing (default 2)")
     args = parser.parse_args(argv)
+    if args.command == "report":
+        from .workflow import _check_models
+
+        try:
+            _check_models(args.models)
+        except ValueError as e:
+            parser.error(str(e))
+        return report(args.models, args.json, args.threads)
     return COMMANDS[args.command]()
 
 

@@ -243,3 +243,21 @@ def test_lesson05_plots_label_their_axes():
     lines = fig.axes[0].get_lines()
     assert [ln.get_linestyle() for ln in lines[:2]] == ["--", "-"]  # PTQ dashed, QAT solid
     assert lines[0].get_color() == lines[1].get_color()  # one colour per model
+
+
+def test_lesson06_plots():
+    from qlab.lab import workflow
+
+    def row(method, loss, speedup, size):
+        return {"model": "m", "method": method, "quality": 1 - loss, "metric": "test accuracy", "loss": loss,
+                "size_bytes": size, "speedup": speedup, "baseline": "b", "data": "", "seconds": 0.0, "note": ""}
+
+    rows = [row("fp32", 0, 1, 1e6), row("static", 0.05, 2, 3e5), row("QAT 8-bit", 0.0, 1.9, 3e5)]
+    _labelled(plots.plot_tradeoffs({"m": rows}))
+    fig = plots.plot_relative_sizes({"m": rows})
+    _labelled(fig)
+    assert [round(p.get_height()) for p in fig.axes[0].patches] == [100, 30, 30]
+    flow = plots.plot_decision_flow(workflow.decide(rows, 0.01))
+    assert flow.axes[0].get_title() == "chosen: QAT 8-bit"
+    bold = [t.get_text() for t in flow.axes[0].texts if t.get_fontweight() == "bold"]
+    assert "4. QAT\n(low learning rate)" in bold and "keep fp32\n(or raise the tolerance)" not in bold

@@ -84,3 +84,25 @@ def test_report_refuses_an_unknown_model(capsys):
     assert e.value.code == 2
     assert "unknown model name(s) ['alexnet']; choose from resnet, mobilenet_v2, charlstm, minilm" in \
         capsys.readouterr().err
+
+
+def test_workflow_panel_deploys_more_int8_as_the_tolerance_grows():
+    import re
+
+    from qlab.lab.widgets import workflow_panel
+
+    rows = {"a": ROWS, "b": [_row("fp32", 0.0, 1.0), _row("dynamic", 0.02, 3.0, 600_000)]}
+    panel = workflow_panel(rows, tolerance=0.0)
+
+    def deployed():
+        return int(re.search(r"int8 deployed for (\d) of 2", panel.readout.value).group(1))
+
+    assert deployed() == 1 and "a QAT 8-bit" in panel.readout.value
+    panel.tolerance.value = 2.5  # 2.5 % of 0.99 > 0.02: b's dynamic model is now within it
+    assert deployed() == 2 and "b dynamic (3.00x)" in panel.readout.value
+    panel.model.value = "b"
+    assert "5. deploy dynamic" in panel.trail.value
+    with pytest.raises(ValueError, match="tolerance=-1 is outside"):
+        workflow_panel(rows, tolerance=-1)
+    with pytest.raises(ValueError, match="model must be one of"):
+        workflow_panel(rows, model="c")

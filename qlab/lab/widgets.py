@@ -720,3 +720,69 @@ def qat_curve_panel(model: str = "mobilenet_v2", w_bits: int = 4) -> QATCurvePan
     """Lesson 05's panel: pick a model and a weight bit width; see PTQ's accuracy and QAT's
     training curve (recorded by `make checkpoints`) and its int8 model's accuracy (measured)."""
     return QATCurvePanel(model, w_bits)
+
+
+# ---------------------------------------------------------------------------------------
+# Lesson 06: which method the workflow chooses, as the tolerance moves
+# ---------------------------------------------------------------------------------------
+
+TOLERANCE = (0.0, 10.0)  # % of fp32's quality
+
+
+class WorkflowPanel(Panel):
+    """The five-step workflow (qlab.lab.workflow.decide) over measured rows, for every model at once.
+
+    Controls: "tolerance (% of fp32)" (0..10, step 0.25: the loss each model may take, as a share
+    of its fp32 quality) and "model" (whose decision flow is drawn). Readout, e.g. "tolerance 0.50 %
+    — int8 deployed for 4 of 4 models: resnet static (1.95x), ... ". No timing happens here: the
+    rows were measured once, by workflow.method_rows.
+    """
+
+    def __init__(self, rows_by_model: dict, tolerance: float = 0.0, model: str | None = None):
+        if not isinstance(rows_by_model, dict) or not rows_by_model:
+            raise ValueError("rows_by_model must be a non-empty dict: model -> workflow.method_rows(model)")
+        _check_slider("tolerance", tolerance, *TOLERANCE)
+        model = next(iter(rows_by_model)) if model is None else model
+        if model not in rows_by_model:
+            raise ValueError(f"model must be one of {list(rows_by_model)}, got {model!r}")
+        self.rows = rows_by_model
+        self.tolerance = widgets.FloatSlider(value=tolerance, min=TOLERANCE[0], max=TOLERANCE[1], step=0.25,
+                                             description="tolerance (% of fp32)", readout_format=".2f",
+                                             continuous_update=False, style=_WIDE,
+                                             layout=widgets.Layout(width="420px"))
+        self.model = widgets.Dropdown(options=list(rows_by_model), value=model, description="model",
+                                      style=_WIDE)
+        self.readout = widgets.HTML()
+        self.trail = widgets.HTML()
+        self.output = widgets.interactive_output(self._draw, {"tolerance": self.tolerance,
+                                                              "model": self.model})
+        super().__init__([widgets.HBox([self.tolerance, self.model]), self.readout, self.output, self.trail])
+
+    def decisions(self, tolerance: float) -> dict:
+        from .workflow import decide
+
+        out = {}
+        for name, rows in self.rows.items():
+            fp32 = next(r for r in rows if r["method"] == "fp32")
+            out[name] = decide(rows, tolerance / 100 * abs(fp32["quality"]))
+        return out
+
+    def figure(self):
+        return plots.plot_decision_flow(self.decisions(self.tolerance.value)[self.model.value],
+                                        title=f"{self.model.value}: the path the workflow took")
+
+    def _draw(self, tolerance, model):
+        d = self.decisions(tolerance)
+        deployed = [n for n, v in d.items() if v["chosen"]]
+        parts = [f"{n} {v['chosen']['method']} ({v['chosen']['speedup']:.2f}x)" if v["chosen"]
+                 else f"{n} fp32" for n, v in d.items()]
+        self.readout.value = (f"tolerance {tolerance:.2f} % — <b>int8 deployed for {len(deployed)} of "
+                              f"{len(d)} models</b>: " + " · ".join(parts))
+        self.trail.value = "<pre>" + "\n".join(d[model]["trail"]) + "</pre>"
+        _show(plots.plot_decision_flow(d[model], title=f"{model}: the path the workflow took"))
+
+
+def workflow_panel(rows_by_model: dict, tolerance: float = 0.0, model: str | None = None) -> WorkflowPanel:
+    """Lesson 06's panel: drag the tolerance; see which method the five-step workflow deploys for
+    each model, and the path it took for one."""
+    return WorkflowPanel(rows_by_model, tolerance, model)

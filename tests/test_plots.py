@@ -250,7 +250,8 @@ def test_lesson06_plots():
 
     def row(method, loss, speedup, size):
         return {"model": "m", "method": method, "quality": 1 - loss, "metric": "test accuracy",
-                "loss": loss, "size_bytes": size, "speedup": speedup, "baseline": "b", "data": "", "seconds": 0.0, "note": ""}
+                "loss": loss, "size_bytes": size, "speedup": speedup, "baseline": "b", "data": "",
+                "seconds": 0.0, "note": ""}
 
     rows = [row("fp32", 0, 1, 1e6), row("static", 0.05, 2, 3e5), row("QAT 8-bit", 0.0, 1.9, 3e5)]
     _labelled(plots.plot_tradeoffs({"m": rows}))

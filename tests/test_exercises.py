@@ -482,3 +482,77 @@ def test_ste_names_each_typical_mistake(fn, words, capsys):
     assert out.startswith("❌ ")
     for w in words:
         assert w in out, out
+
+
+# ---------------------------------------------------------------------- check_decision (lesson 06)
+
+GAIN = 1.1
+
+
+def _acceptable(rows, tolerance, methods):
+    fp32 = next(r for r in rows if r["method"] == "fp32")
+    return [r for r in rows if r["method"] in methods and r["loss"] <= tolerance
+            and (r["speedup"] > GAIN or r["size_bytes"] < fp32["size_bytes"] / GAIN)]
+
+
+def decision_ok(rows, tolerance):
+    for stage in (("dynamic", "dynamic + SmoothQuant", "static"), ("QAT 8-bit", "QAT 4-bit")):
+        ok = _acceptable(rows, tolerance, stage)
+        if ok:
+            return max(ok, key=lambda r: r["speedup"])["method"]
+    return None
+
+
+def decision_least_loss(rows, tolerance):
+    """The workflow, but the most accurate acceptable model instead of the fastest."""
+    for stage in (("dynamic", "static"), ("QAT 8-bit", "QAT 4-bit")):
+        ok = _acceptable(rows, tolerance, stage)
+        if ok:
+            return min(ok, key=lambda r: r["loss"])["method"]
+    return None
+
+
+def decision_fastest(rows, tolerance):
+    return max((r for r in rows if r["method"] != "fp32"), key=lambda r: r["speedup"])["method"]
+
+
+def decision_qat_first(rows, tolerance):
+    for stage in (("QAT 8-bit", "QAT 4-bit"), ("dynamic", "static")):
+        ok = _acceptable(rows, tolerance, stage)
+        if ok:
+            return max(ok, key=lambda r: r["speedup"])["method"]
+    return None
+
+
+def decision_no_gain(rows, tolerance):
+    for stage in (("dynamic", "static"), ("QAT 8-bit", "QAT 4-bit")):
+        ok = [r for r in rows if r["method"] in stage and r["loss"] <= tolerance]
+        if ok:
+            return max(ok, key=lambda r: r["speedup"])["method"]
+    return None
+
+
+def decision_fp32_string(rows, tolerance):
+    return decision_ok(rows, tolerance) or "fp32"
+
+
+def test_decision_accepts_a_correct_function(capsys):
+    from qlab.lab.exercises import check_decision
+
+    assert check_decision(decision_ok) is True
+    assert capsys.readouterr().out.startswith("✅ decision_ok")
+
+
+@pytest.mark.parametrize(("fn", "words"), [
+    (decision_least_loss, "smallest loss is not the goal"),
+    (decision_fastest, "the tolerance comes first"),
+    (decision_qat_first, "PTQ first"),
+    (decision_no_gain, "must also gain something"),
+    (decision_fp32_string, "return None"),
+])
+def test_decision_names_each_typical_mistake(fn, words, capsys):
+    from qlab.lab.exercises import check_decision
+
+    assert check_decision(fn) is False
+    out = capsys.readouterr().out
+    assert out.startswith("❌ ") and words in out, out

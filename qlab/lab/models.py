@@ -198,5 +198,7 @@ def load_minilm(model_dir: str | os.PathLike | None = None, device: str = "cpu")
     os.environ["HF_HUB_OFFLINE"] = "1"  # never reach for the network, even on a cache miss
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # a "Loading weights" bar for a 90 MB local file is noise in a lesson
     return SentenceTransformer(str(model_dir), device=device, local_files_only=True)

@@ -241,8 +241,9 @@ def choose(model: nn.Module, data_: tuple[torch.Tensor, torch.Tensor], tolerance
            calib: torch.Tensor | None = None, methods: Sequence[str] = ("dynamic", "static"),
            qat_model: nn.Module | None = None, threads: int = 2, min_run_time: float = 0.2,
            verbose: bool = True) -> dict:
-    """The five steps on any float image classifier (eval mode), measured now: fp32, then
-    dynamic (qlab.quantize_dynamic) and static (fuse_model, prepare, calibrate on `calib`, convert),
+    """The five steps on any float image classifier (eval mode), measured now: fp32 (batch norms
+    folded by its fuse_model(), if it has one), then dynamic (qlab.quantize_dynamic of that) and
+    static (fuse_model, prepare, calibrate on `calib`, convert),
     and a QAT int8 model if you trained one (qat_model); evaluated on data_ = (x, y) (accuracy,
     speed at len(x) images); decide(). Prints the decision trail; returns decide()'s dict plus
     "rows"."""
@@ -261,9 +262,12 @@ def choose(model: nn.Module, data_: tuple[torch.Tensor, torch.Tensor], tolerance
         if calib is None or not isinstance(calib, torch.Tensor) or len(calib) == 0:
             raise ValueError("static quantization needs calibration images: pass calib, e.g. 128 training "
                              "images (not the evaluation data)")
-    built = {"fp32": (model, 0.0)}
+    baseline_model = copy.deepcopy(model).eval()
+    if hasattr(baseline_model, "fuse_model"):  # the best fp32 has its batch norms folded, as int8 does
+        baseline_model.fuse_model()
+    built = {"fp32": (baseline_model, 0.0)}
     if "dynamic" in methods:
-        built["dynamic"] = _timed(lambda: qlab.quantize_dynamic(model, {nn.Linear}))
+        built["dynamic"] = _timed(lambda: qlab.quantize_dynamic(baseline_model, {nn.Linear}))
     if "static" in methods:
         def static():
             fused = copy.deepcopy(model).eval()
@@ -315,12 +319,7 @@ def report_rows(names: Sequence[str] | str = ("resnet", "mobilenet_v2", "charlst
     names = _check_models(names)
     rows = []
     for name in tqdm(names, desc="qlab report", disable=not progress):
-        for r in method_rows(name, threads, min_run_time):
-            rows.append({"model": r["model"], "method": r["method"], "quality": round(r["quality"], 4),
-                         "metric": r["metric"], "loss": round(r["loss"], 4),
-                         "size_mb": round(r["size_bytes"] / 1e6, 3), "speedup": round(r["speedup"], 2),
-                         "baseline": r["baseline"], "data": r["data"], "seconds": round(r["seconds"], 2),
-                         "note": r["note"]})
+        rows += report_rows_from(method_rows(name, threads, min_run_time))
     return rows
 
 
@@ -330,3 +329,11 @@ def report_markdown(rows: Sequence[dict]) -> str:
     for r in rows:
         lines.append("| " + " | ".join(str(r[c]) for c in COLUMNS) + " |")
     return "\n".join(lines)
+
+
+def report_rows_from(rows: Sequence[dict]) -> list[dict]:
+    """method_rows' rows in the report's columns (sizes in MB, rounded)."""
+    return [{"model": r["model"], "method": r["method"], "quality": round(r["quality"], 4),
+             "metric": r["metric"], "loss": round(r["loss"], 4), "size_mb": round(r["size_bytes"] / 1e6, 3),
+             "speedup": round(r["speedup"], 2), "baseline": r["baseline"], "data": r["data"],
+             "seconds": round(r["seconds"], 2), "note": r["note"]} for r in rows]

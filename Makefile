@@ -6,7 +6,7 @@ PORT    ?= 8888
 # JupyterLab refuses root unless told; containers often run as root.
 ROOT    := $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: setup lab test lint notebooks bench checkpoints test-browser clean
+.PHONY: setup lab test lint notebooks bench checkpoints student test-browser clean
 
 setup: $(STAMP)
 
@@ -35,6 +35,10 @@ notebooks: setup
 	    --ExecutePreprocessor.timeout=600 "$$nb" || exit 1; \
 	done
 
+# The lessons without their exercise solutions, for students (student/ is not committed).
+student: setup
+	$(PY) -m qlab.lab.student --out student
+
 bench: setup
 	$(PY) -m qlab.lab.bench
 
@@ -42,7 +46,7 @@ checkpoints: setup
 	$(PY) -m qlab.lab.train --all
 
 clean:
-	rm -rf .venv .pytest_cache .ruff_cache .hypothesis
+	rm -rf .venv .pytest_cache .ruff_cache .hypothesis student
 
 # Drive the lessons' widgets in a real headless browser (Debian chromium + Playwright).
 test-browser: setup

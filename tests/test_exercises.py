@@ -556,3 +556,19 @@ def test_decision_names_each_typical_mistake(fn, words, capsys):
     assert check_decision(fn) is False
     out = capsys.readouterr().out
     assert out.startswith("❌ ") and words in out, out
+
+
+def decision_no_smoothquant(rows, tolerance):
+    """The workflow, but only 'dynamic' and 'static' counted as PTQ."""
+    for stage in (("dynamic", "static"), ("QAT 8-bit", "QAT 4-bit")):
+        ok = _acceptable(rows, tolerance, stage)
+        if ok:
+            return max(ok, key=lambda r: r["speedup"])["method"]
+    return None
+
+
+def test_decision_knows_smoothquant_is_ptq(capsys):
+    from qlab.lab.exercises import check_decision
+
+    assert check_decision(decision_no_smoothquant) is False
+    assert "'dynamic + SmoothQuant'" in capsys.readouterr().out

@@ -767,9 +767,13 @@ class WorkflowPanel(Panel):
             out[name] = decide(rows, tolerance / 100 * abs(fp32["quality"]))
         return out
 
+    def _title(self, d: dict, model: str, tolerance: float) -> str:
+        chosen = d["chosen"]["method"] if d["chosen"] else "keep fp32"
+        return f"{model} at a tolerance of {tolerance:.2f} % of fp32: {chosen}"
+
     def figure(self):
-        return plots.plot_decision_flow(self.decisions(self.tolerance.value)[self.model.value],
-                                        title=f"{self.model.value}: the path the workflow took")
+        d = self.decisions(self.tolerance.value)[self.model.value]
+        return plots.plot_decision_flow(d, title=self._title(d, self.model.value, self.tolerance.value))
 
     def _draw(self, tolerance, model):
         d = self.decisions(tolerance)
@@ -779,7 +783,7 @@ class WorkflowPanel(Panel):
         self.readout.value = (f"tolerance {tolerance:.2f} % — <b>int8 deployed for {len(deployed)} of "
                               f"{len(d)} models</b>: " + " · ".join(parts))
         self.trail.value = "<pre>" + "\n".join(d[model]["trail"]) + "</pre>"
-        _show(plots.plot_decision_flow(d[model], title=f"{model}: the path the workflow took"))
+        _show(plots.plot_decision_flow(d[model], title=self._title(d[model], model, tolerance)))
 
 
 def workflow_panel(rows_by_model: dict, tolerance: float = 0.0, model: str | None = None) -> WorkflowPanel:

@@ -34,7 +34,7 @@ CNNS = ("resnet", "mobilenet_v2")
 MODELS = (*CNNS, "charlstm", "minilm")
 METHODS = ("fp32", "dynamic", "static", "QAT 8-bit", "QAT 4-bit")
 CALIB_IMAGES = 128
-GAIN = 1.1  # an int8 model must be 10 % faster or smaller than fp32 to be worth deploying
+GAIN = 1.1  # an int8 model must be more than 1.1x faster or 1.1x smaller than fp32 to be worth deploying
 
 
 def _check_models(names) -> list[str]:
@@ -194,7 +194,7 @@ def decide(rows: Sequence[dict], tolerance: float) -> dict:
     """The workflow over one model's measured rows: PTQ (dynamic, then static) first; QAT only if
     no PTQ row is acceptable; among the acceptable rows of the first stage that has any, the
     fastest. Acceptable: a loss within the tolerance, and a gain (more than GAIN times faster
-    than the best fp32, or GAIN times smaller). Returns {"chosen" (a row, or None), "trail"}."""
+    than the best fp32, or more than GAIN times smaller). Returns {"chosen" (a row, or None), "trail"}."""
     tolerance = _check_tolerance(tolerance)
     by = {r["method"]: r for r in rows}
     if "fp32" not in by:
@@ -243,10 +243,9 @@ def choose(model: nn.Module, data_: tuple[torch.Tensor, torch.Tensor], tolerance
            verbose: bool = True) -> dict:
     """The five steps on any float image classifier (eval mode), measured now: fp32 (batch norms
     folded by its fuse_model(), if it has one), then dynamic (qlab.quantize_dynamic of that) and
-    static (fuse_model, prepare, calibrate on `calib`, convert),
-    and a QAT int8 model if you trained one (qat_model); evaluated on data_ = (x, y) (accuracy,
-    speed at len(x) images); decide(). Prints the decision trail; returns decide()'s dict plus
-    "rows"."""
+    static (fuse_model, prepare, calibrate on `calib`, convert), and a QAT int8 model if you
+    trained one (qat_model); evaluated on data_ = (x, y) (accuracy on all of it, speed on its
+    first 64 images); decide(). Prints the decision trail; returns decide()'s dict plus "rows"."""
     tolerance = _check_tolerance(tolerance)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a float nn.Module, got {type(model).__name__}")

@@ -50,7 +50,8 @@ def test_per_group_int4_is_per_channel_of_the_reshaped_weight():
     per-channel qparams of the weight reshaped to (rows * K / 32, 32)."""
     torch.manual_seed(0)
     w = torch.randn(64, 256)
-    s, z = quant_primitives.choose_qparams_affine(w, MappingType.SYMMETRIC, (1, 32), torch.int8, -8, 7, eps=EPS)
+    choose = quant_primitives.choose_qparams_affine
+    s, z = choose(w, MappingType.SYMMETRIC, (1, 32), torch.int8, -8, 7, eps=EPS)
     groups = w.reshape(-1, 32)
     qp = qlab.qparams_from_range(groups.amin(1), groups.amax(1), qlab.int4, symmetric=True, axis=0)
     assert torch.equal(s.flatten(), qp.scale)

@@ -262,3 +262,23 @@ def test_lesson06_plots():
     assert flow.axes[0].get_title() == "chosen: QAT 8-bit"
     bold = [t.get_text() for t in flow.axes[0].texts if t.get_fontweight() == "bold"]
     assert "4. QAT\n(low learning rate)" in bold and "keep fp32\n(or raise the tolerance)" not in bold
+
+
+def test_observer_ranges_go_symlog_when_outliers_squeeze_the_bulk():
+    torch.manual_seed(0)
+    v = torch.randn(20000).abs()
+    narrow = plots.plot_observer_ranges(v, {"MinMax": (0.0, float(v.max()))})
+    assert narrow.axes[0].get_xscale() == "linear"
+    v[:3] = 40.0
+    wide = plots.plot_observer_ranges(v, {"MinMax": (0.0, 40.0), "Percentile": (0.0, 3.5)})
+    wide.canvas.draw()
+    assert wide.axes[0].get_xscale() == "symlog"
+    assert "logarithmic beyond" in wide.axes[1].get_xlabel()
+    assert 40.0 in [round(t, 6) for t in wide.axes[1].get_xticks()]
+
+
+def test_channel_ranges_tell_the_two_scales_apart_by_shape():
+    lo, hi = -torch.rand(16), torch.rand(16)
+    fig = plots.plot_channel_ranges(lo, hi, torch.full((16,), 20.0), torch.full((16,), 30.0))
+    markers = {ln.get_label(): ln.get_marker() for ln in fig.axes[1].get_lines()}
+    assert markers == {"per-tensor scale (hollow squares)": "s", "per-channel scale (dots)": "o"}

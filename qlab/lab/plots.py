@@ -51,6 +51,7 @@ def plot_step_sizes(magnitudes, steps: Mapping[str, Sequence[float]], title: str
         flat = np.nanmax(s) == np.nanmin(s)
         ax.plot(m, s, ls="--" if flat else "-", marker=None if flat else MARKERS[i % len(MARKERS)], ms=3,
                 color=PALETTE[i % len(PALETTE)], label=label)
+    ax.plot(m, m, color=GREY, ls=":", lw=1.2, label="step = |x| (a step above it: |x| rounds to 0)")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("magnitude |x|")
@@ -203,14 +204,15 @@ def plot_channel_ranges(
         ends, label = (-amax, amax), "per-tensor symmetric grid: ±max|x|"
     else:
         ends, label = (min(lo.min(), 0.0), max(hi.max(), 0.0)), "per-tensor grid: the tensor's [min, max]"
-    ax.axhline(ends[0], color=RED, ls="--", lw=1, label=label)
-    ax.axhline(ends[1], color=RED, ls="--", lw=1)
+    ax.axhline(ends[0], color=ORANGE, ls="--", lw=1.2, label=label)
+    ax.axhline(ends[1], color=ORANGE, ls="--", lw=1.2)
     ax.set_ylabel("weight value")
     ax.set_title(title or "Each output channel's [min, max]")
     ax.legend(loc="upper right", fontsize=9)
 
-    ax_s.plot(ch, s_c, "o", color=GREEN, ms=2.5, label="per-channel scale")
-    ax_s.plot(ch, s_t, "x", color=RED, ms=3, label="per-tensor scale")
+    # different shapes, not only colours; hollow squares under small dots, so neither hides the other
+    ax_s.plot(ch, s_t, "s", mfc="none", mec=ORANGE, ms=4, mew=0.8, label="per-tensor scale (hollow squares)")
+    ax_s.plot(ch, s_c, "o", color=BLUE, ms=2, label="per-channel scale (dots)")
     ax_s.set_xlabel("output channel")
     ax_s.set_ylabel("SQNR of the channel (dB)")
     ax_s.grid(True, alpha=0.3)
@@ -238,6 +240,8 @@ def plot_observer_ranges(
     title: str = "", bins: int = 200,
 ) -> Figure:  # fmt: skip
     """Histogram of `values` (log count) with each observer's chosen [min, max] drawn on it.
+    When a few outliers reach past 5x the 99.9th percentile of |values|, the value axis is
+    linear up to that percentile and logarithmic beyond (symlog), so the bulk stays visible.
 
     ranges: observer name -> (min, max); scores: name -> a short text for the legend
     (e.g. "SQNR 38.1 dB"). One row of range bars below the histogram, one per observer.
@@ -245,7 +249,15 @@ def plot_observer_ranges(
     v = _np(values)
     fig = Figure(figsize=(9, 5.2), layout="constrained")
     ax, ax_r = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1.3])
-    ax.hist(v, bins=bins, color=GREY, alpha=0.7, log=True)
+    bulk = float(np.quantile(np.abs(v), 0.999)) if v.size else 0.0
+    wide = bulk > 0 and float(np.abs(v).max()) > 5 * bulk  # outliers would squeeze the bulk into a sliver
+    edges = bins
+    if wide:  # linear up to the bulk, logarithmic beyond: bins spaced evenly on that axis
+        ax.set_xscale("symlog", linthresh=bulk, linscale=2.0)
+        t = ax.xaxis.get_transform()
+        lo_t, hi_t = t.transform([v.min(), v.max()])
+        edges = t.inverted().transform(np.linspace(lo_t, hi_t, bins + 1))
+    ax.hist(v, bins=edges, color=GREY, alpha=0.7, log=True)
     ax.set_ylabel("count (log)")
     ax.set_title(title or "Where each observer puts the range")
     names = list(ranges)
@@ -258,7 +270,15 @@ def plot_observer_ranges(
         ax_r.plot([lo, hi], [i, i], color=color, lw=6, solid_capstyle="butt", label=label)
     ax_r.set_yticks(range(len(names)), names)
     ax_r.set_ylim(len(names) - 0.5, -0.5)
-    ax_r.set_xlabel("value")
+    if wide:
+        far = float(np.abs(v).max())
+        pos = [0.0, bulk / 2, bulk] + [10.0**k for k in range(int(np.ceil(np.log10(bulk * 1.5))),
+                                                                int(np.floor(np.log10(far))) + 1)] + [far]
+        ticks = sorted({*(t for t in pos if t <= v.max() * 1.01), *(-t for t in pos if -t >= v.min() * 1.01)})
+        ax_r.set_xticks(ticks, [f"{t:.3g}" for t in ticks])
+        ax_r.xaxis.set_minor_locator(LogLocator(subs=()))
+    ax_r.set_xlabel(f"value (linear up to ±{bulk:.3g}, where 99.9 % of the values lie; logarithmic beyond)"
+                    if wide else "value")
     ax_r.grid(True, axis="x", alpha=0.3)
     ax_r.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
     return fig

@@ -216,7 +216,7 @@ def plot_channel_ranges(
     ax_s.set_xlabel("output channel")
     ax_s.set_ylabel("SQNR of the channel (dB)")
     ax_s.grid(True, alpha=0.3)
-    ax_s.legend(loc="lower right", fontsize=9, markerscale=3)
+    ax_s.legend(loc="center right", fontsize=9, markerscale=2)
     ax_s.set_title("Quality of each channel after int8 quantization", fontsize=10)
     return fig
 
@@ -272,8 +272,9 @@ def plot_observer_ranges(
     ax_r.set_ylim(len(names) - 0.5, -0.5)
     if wide:
         far = float(np.abs(v).max())
-        pos = [0.0, bulk / 2, bulk] + [10.0**k for k in range(int(np.ceil(np.log10(bulk * 1.5))),
-                                                                int(np.floor(np.log10(far))) + 1)] + [far]
+        first, last = int(np.ceil(np.log10(bulk * 1.5))), int(np.floor(np.log10(far)))
+        decades = [10.0**k for k in range(first, last + 1)]
+        pos = [0.0, bulk / 2, bulk] + [d for d in decades if d < far / 1.5] + [far]  # no two labels collide
         ticks = sorted({*(t for t in pos if t <= v.max() * 1.01), *(-t for t in pos if -t >= v.min() * 1.01)})
         ax_r.set_xticks(ticks, [f"{t:.3g}" for t in ticks])
         ax_r.xaxis.set_minor_locator(LogLocator(subs=()))

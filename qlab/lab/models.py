@@ -13,6 +13,7 @@ Trained weights: `qlab.lab.checkpoints.load_model("resnet" | "mobilenet_v2" | "c
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -197,6 +198,9 @@ def load_minilm(model_dir: str | os.PathLike | None = None, device: str = "cpu")
     model_dir = verify_minilm(model_dir)
     os.environ["HF_HUB_OFFLINE"] = "1"  # never reach for the network, even on a cache miss
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    # transformers imports torchao when it is installed, and torchao's import logs a torch._pytree
+    # deprecation notice (its enums registered as constants) to stderr: noise for a lesson, not ours to fix.
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
     from sentence_transformers import SentenceTransformer
     from transformers.utils import logging as hf_logging
 

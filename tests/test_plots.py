@@ -34,16 +34,18 @@ def test_plot_quantization(quantized):
     x, x_hat, levels = quantized
     fig = plots.plot_quantization(x, x_hat, levels, clip_range=(-1.0, 1.0), title="t")
     _labelled(fig)
-    assert len(fig.axes) == 2
-    assert fig.axes[1].get_yscale() == "log"
-    assert not fig.axes[1].get_lines()  # no scale given: no ±scale/2 lines
+    assert len(fig.axes) == 3  # x and the grid; the quantized values; the error
+    assert fig.axes[1].get_yscale() == "log" and fig.axes[2].get_yscale() == "log"
+    spikes = fig.axes[1].collections[0].get_segments()
+    assert len(spikes) == len(torch.unique(x_hat))  # one spike per level in use
+    assert not fig.axes[2].get_lines()  # no scale given: no ±scale/2 lines
 
 
 def test_plot_quantization_draws_the_scale_it_is_given(quantized):
     """The ±scale/2 lines sit where the caller says, not where the plot guesses from the levels."""
     x, x_hat, levels = quantized
     fig = plots.plot_quantization(x, x_hat, levels, scale=0.3)
-    edges = sorted(line.get_xdata()[0] for line in fig.axes[1].get_lines())
+    edges = sorted(line.get_xdata()[0] for line in fig.axes[2].get_lines())
     assert edges == pytest.approx([-0.15, 0.15])
 
 

@@ -107,7 +107,7 @@ def test_quantization_report_measures_with_qlab():
 def test_panel_figure_draws_the_scale_of_its_qparams(panel):
     fig = panel.figure()
     qp, _ = quantize_with(panel.x, 4, "symmetric", 1.0)
-    edges = sorted(line.get_xdata()[0] for line in fig.axes[1].get_lines())
+    edges = sorted(line.get_xdata()[0] for line in fig.axes[2].get_lines())
     assert edges == pytest.approx([-qp.scale.item() / 2, qp.scale.item() / 2])
 
 

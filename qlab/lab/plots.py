@@ -108,13 +108,16 @@ def plot_quantization(
     """The interactive panel's figure: what quantization does to a tensor.
 
     Top: histogram of x with a line at every grid level and the clipping range shaded.
-    Bottom: histogram of the error x_hat - x (log count) and, when `scale` is given, lines
-    at ±scale/2, where rounding error ends and clipping error begins.
+    Middle: the quantized values x_hat, one spike per grid level (log count): at low bits most
+    values land on a few levels, often 0.
+    Bottom: histogram of the error x_hat - x (log count, so that the few clipped values still
+    show) and, when `scale` is given, lines at ±scale/2, where rounding error ends and clipping
+    error begins.
     """
     x, x_hat, levels = _np(x), _np(x_hat), _np(levels)
     err = x_hat - x
-    fig = Figure(figsize=(9, 6.2), layout="constrained")
-    ax, ax_err = fig.subplots(2, 1, height_ratios=[3, 2])
+    fig = Figure(figsize=(9, 8.2), layout="constrained")
+    ax, ax_q, ax_err = fig.subplots(3, 1, height_ratios=[3, 1.6, 2])
 
     ax.hist(x, bins=bins, color=GREY, alpha=0.75, label="values of x")
     many = len(levels) > 64
@@ -143,6 +146,17 @@ def plot_quantization(
     ax.legend(loc="upper right", fontsize=9)
     ax.set_title(title or "x and its quantization grid")
 
+    values, counts = np.unique(x_hat, return_counts=True)
+    ax_q.vlines(values, 0.8, counts, color=BLUE, lw=1.5 if len(values) <= 64 else 0.6)
+    ax_q.set_yscale("log")
+    ax_q.set_ylim(bottom=0.8)
+    ax_q.set_xlim(ax.get_xlim())
+    top = values[np.argmax(counts)] + 0.0  # -0.0 prints as 0
+    ax_q.set_xlabel("value of x_hat (one spike per grid level in use)")
+    ax_q.set_ylabel("count (log)")
+    ax_q.set_title(f"Quantized values: {len(values)} levels in use; the busiest, {top:.3g}, holds "
+                   f"{counts.max() / counts.sum():.0%} of them", fontsize=10)
+
     ax_err.hist(err, bins=bins, color=ORANGE, alpha=0.85)
     ax_err.set_yscale("log")
     ax_err.set_ylim(bottom=0.7)
@@ -156,7 +170,8 @@ def plot_quantization(
         )
     ax_err.set_xlabel("quantization error  x_hat - x")
     ax_err.set_ylabel("count (log)")
-    ax_err.set_title("Error: rounding (inside ±scale/2) and clipping (outside)", fontsize=10)
+    ax_err.set_title("Error: rounding (inside ±scale/2) and clipping (outside); log count, so the few "
+                     "clipped values show", fontsize=10)
     return fig
 
 

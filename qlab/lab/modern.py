@@ -1,0 +1,454 @@
+"""Lesson 07: the modern path. torchao's `quantize_` configs and PT2E static quantization
+(export -> prepare_pt2e -> calibrate -> convert_pt2e -> torch.compile), measured beside the
+classic torch.ao calls of lessons 03-05 and checked against qlab's own math.
+
+Everything here is measured when called; nothing is a recorded figure.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+import torch
+from torch import nn
+
+import qlab
+
+from . import bench
+from .experiments import embedding_quality
+
+EPS = torch.finfo(torch.float32).eps
+BATCH = 64  # the batch every CNN path is timed at (lesson 04's)
+PATHS = ("fp32 eager", "fp32 compiled", "torch.ao int8 eager", "PT2E int8 compiled")
+
+
+def quiet() -> None:
+    """Silence two log lines that are not for students: torch's "No CUDA runtime is found" (printed
+    on the first compile on a CPU-only machine) and the notice torchao's import logs about how it
+    registers an Enum with torch.compile. Both are torch's loggers, set to ERROR."""
+    for name in ("torch.utils.cpp_extension", "torch.utils._pytree"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _torchao():
+    quiet()
+    import torchao.quantization as tq
+    from torchao.quantization import quant_primitives
+
+    return tq, quant_primitives
+
+
+# ---------------------------------------------------------------------------------------
+# The same math: torchao's primitives against qlab's
+# ---------------------------------------------------------------------------------------
+
+
+def torchao_codes(x: torch.Tensor, mapping: str, block_size: Sequence[int], target_dtype: torch.dtype,
+                  quant_min: int, quant_max: int) -> torch.Tensor:
+    """torchao's integers for x: choose_qparams_affine then quantize_affine, one (scale, zero point)
+    per block of shape block_size (x.shape: per tensor; (1, K): per row; (1, g): per group of g)."""
+    _, qp = _torchao()
+    kind = {"symmetric": qp.MappingType.SYMMETRIC, "asymmetric": qp.MappingType.ASYMMETRIC}[mapping]
+    block_size = tuple(block_size)
+    s, z = qp.choose_qparams_affine(x, kind, block_size, target_dtype, quant_min, quant_max, eps=EPS)
+    return qp.quantize_affine(x, block_size, s, z, target_dtype, quant_min, quant_max).to(torch.int64)
+
+
+def qlab_codes(x: torch.Tensor, qdtype: qlab.QDType, symmetric: bool,
+               group: int | None = None) -> torch.Tensor:  # fmt: skip
+    """qlab's integers for a 2-D x from its min-max range: per tensor (group None), per row
+    (group = x.shape[1]) or per group of `group` consecutive values of a row (the rows reshaped
+    to [rows * K / group, group], then one scale a row: per-group is per-channel of that view)."""
+    if group is None:
+        return qlab.quantize(x, qlab.qparams_from_range(x.min(), x.max(), qdtype, symmetric=symmetric)).long()
+    g = x.reshape(-1, group)
+    qp = qlab.qparams_from_range(g.amin(1), g.amax(1), qdtype, symmetric=symmetric, axis=0)
+    return qlab.quantize(g, qp, axis=0).reshape(x.shape).long()
+
+
+def same_math(weight: torch.Tensor, activation: torch.Tensor, group: int = 32) -> list[dict]:
+    """qlab against torchao on the same tensors, one row per granularity the lessons use: the count
+    of integers that differ (0 = bit for bit) out of all."""
+    k = weight.shape[1]
+    cases = [
+        ("activation, per tensor, uint8 affine (static PTQ)", activation, qlab.uint8, False, None,
+         ("asymmetric", activation.shape, torch.uint8, 0, 255)),
+        ("activation, per token (row), int8 symmetric (torchao dynamic)", activation, qlab.int8, True,
+         activation.shape[1], ("symmetric", (1, activation.shape[1]), torch.int8, -128, 127)),
+        ("weight, per output channel, int8 symmetric", weight, qlab.int8, True, k,
+         ("symmetric", (1, k), torch.int8, -128, 127)),
+        ("weight, per channel, int4 symmetric", weight, qlab.int4, True, k,
+         ("symmetric", (1, k), torch.int8, -8, 7)),
+        (f"weight, per group of {group}, int4 symmetric", weight, qlab.int4, True, group,
+         ("symmetric", (1, group), torch.int8, -8, 7)),
+    ]  # fmt: skip
+    rows = []
+    for name, x, qdtype, symmetric, g, spec in cases:
+        ours, theirs = qlab_codes(x, qdtype, symmetric, g), torchao_codes(x, *spec)
+        rows.append({"case": name, "differ": int((ours != theirs).sum()), "of": ours.numel(),
+                     "block_size": tuple(spec[1])})
+    return rows
+
+
+def quantize_weight_codes_match(linear: nn.Linear) -> bool:
+    """Does quantize_(Int8DynamicActivationInt8WeightConfig()) store the integers qlab gives the
+    weight per output channel (int8 symmetric, qmin -128)? Reads torchao's Int8Tensor.qdata."""
+    tq, _ = _torchao()
+    m = nn.Sequential(copy.deepcopy(linear))
+    tq.quantize_(m, tq.Int8DynamicActivationInt8WeightConfig(set_inductor_config=False))
+    w = linear.weight.detach()
+    return torch.equal(m[0].weight.qdata.long(), qlab_codes(w, qlab.int8, True, w.shape[1]))
+
+
+# ---------------------------------------------------------------------------------------
+# The map: each classic call and its torchao counterpart, run on the same Linear model
+# ---------------------------------------------------------------------------------------
+
+
+def mlp(width: int = 1024, layers: int = 2, seed: int = 0) -> nn.Module:
+    """`layers` Linear(width, width) with ReLUs between: big enough that int8 kernels can pay."""
+    torch.manual_seed(seed)
+    parts: list[nn.Module] = []
+    for i in range(layers):
+        parts += [nn.Linear(width, width)] + ([nn.ReLU()] if i < layers - 1 else [])
+    return nn.Sequential(*parts).eval()
+
+
+def _configs() -> dict[str, Callable]:
+    tq, _ = _torchao()
+    from torchao.quantization import PerGroup
+
+    return {
+        "Int8DynamicActivationInt8WeightConfig": lambda: tq.Int8DynamicActivationInt8WeightConfig(),
+        "Int8WeightOnlyConfig": lambda: tq.Int8WeightOnlyConfig(),
+        "Int4WeightOnlyConfig": lambda: tq.Int4WeightOnlyConfig(group_size=32),
+        "IntxWeightOnlyConfig(int4, group 32)":
+            lambda: tq.IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(32)),
+        "Int8DynamicActivationIntxWeightConfig(int4, group 32)":
+            lambda: tq.Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int4,
+                                                             weight_granularity=PerGroup(32)),
+    }  # fmt: skip
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"
+
+
+def try_configs(model: nn.Module, x: torch.Tensor, names: Sequence[str] | None = None,
+                threads: int = 2, min_run_time: float = 0.3, rounds: int = 3) -> list[dict]:  # fmt: skip
+    """Apply each torchao config (quantize_, eager) to a copy of model and run x through it.
+
+    A config that fails on this CPU (at quantize_ or at the first call) gets its error, first line,
+    instead of numbers. The others get the relative error of the output against fp32
+    (||y - y_fp32|| / ||y_fp32||) and their speed-up over fp32 eager, timed interleaved in one run.
+    Rows: config, ok, error, rel_error, ms, speedup; "fp32" first.
+    """
+    tq, _ = _torchao()
+    configs = _configs()
+    names = list(configs) if names is None else list(names)
+    unknown = [n for n in names if n not in configs]
+    if unknown:
+        raise ValueError(f"unknown config {unknown[0]!r}; known: {', '.join(configs)}")
+    with torch.no_grad():
+        ref = model(x)
+    rows, ready = [], {"fp32": model}
+    for name in names:
+        m = copy.deepcopy(model)
+        try:
+            tq.quantize_(m, configs[name]())
+            with torch.no_grad():
+                y = m(x)
+        except Exception as e:  # noqa: BLE001 - the error is the lesson's result
+            rows.append({"config": name, "ok": False, "error": _first_line(e)})
+            continue
+        rel = float((y - ref).norm() / ref.norm())
+        rows.append({"config": name, "ok": True, "error": "", "rel_error": rel})
+        ready[name] = m
+    with bench.settings(threads):
+        fns = {n: functools.partial(m, x) for n, m in ready.items()}
+        ms = bench.interleaved_ms(fns, min_run_time, rounds)
+    for r in rows:
+        if r["ok"]:
+            r["ms"], r["speedup"] = ms[r["config"]], ms["fp32"] / ms[r["config"]]
+    fp32 = {"config": "fp32", "ok": True, "error": "", "rel_error": 0.0, "ms": ms["fp32"], "speedup": 1.0}
+    return [fp32] + rows
+
+
+def qat_same_fake_quant(model: nn.Module, x: torch.Tensor, group: int = 32) -> dict:
+    """torchao's QAT prepare step (QATConfig(base, step="prepare") on an int8-activation,
+    int4-per-group-weight base config) against qlab's fake_quantize with the same grids:
+    the first FakeQuantizedLinear's fake-quantized weight and input, compared value for value;
+    then the convert step, and the type the weight becomes."""
+    tq, _ = _torchao()
+    from torchao.quantization import PerGroup
+    from torchao.quantization.qat import QATConfig
+
+    base = tq.Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int4,
+                                                    weight_granularity=PerGroup(group))
+    prepared = copy.deepcopy(model)
+    tq.quantize_(prepared, QATConfig(base, step="prepare"))
+    first = next(m for m in prepared.modules() if hasattr(m, "weight_fake_quantizer"))
+    w = first.weight.detach()
+    g = w.reshape(-1, group)
+    qp_w = qlab.qparams_from_range(g.amin(1), g.amax(1), qlab.int4, symmetric=True, axis=0)
+    qp_x = qlab.qparams_from_range(x.amin(1), x.amax(1), qlab.int8, axis=0)  # per token, affine
+    with torch.no_grad():
+        w_ours = qlab.fake_quantize(g, qp_w, axis=0).reshape(w.shape)
+        x_ours = qlab.fake_quantize(x, qp_x, axis=0)
+        w_diff = int((first.weight_fake_quantizer(w) != w_ours).sum())
+        x_diff = int((first.activation_fake_quantizer(x) != x_ours).sum())
+    converted = copy.deepcopy(prepared)
+    tq.quantize_(converted, QATConfig(base, step="convert"))
+    after = next(m for m in converted.modules() if isinstance(m, nn.Linear))
+    return {"prepared": type(first).__name__, "weight_differ": w_diff, "weight_of": w.numel(),
+            "input_differ": x_diff, "input_of": x.numel(), "converted_weight": type(after.weight).__name__}
+
+
+# ---------------------------------------------------------------------------------------
+# PT2E: export, prepare_pt2e with the x86 inductor quantizer, calibrate, convert_pt2e
+# ---------------------------------------------------------------------------------------
+
+
+def export(model: nn.Module, example: torch.Tensor, dynamic_batch: bool = True, max_batch: int = 1024):
+    """torch.export of the eval model as a plain GraphModule (ExportedProgram.module()). With
+    dynamic_batch the batch dimension is a symbol (torch.export.Dim), so the graph runs at any batch
+    from 1 to max_batch; without it, the graph is fixed to example's batch."""
+    from torch.export import Dim
+
+    shapes = {"x": {0: Dim("batch", min=1, max=max_batch)}} if dynamic_batch else None
+    return torch.export.export(model.eval(), (example,), dynamic_shapes=shapes).module()
+
+
+def pt2e_int8(model: nn.Module, calib: torch.Tensor, dynamic_batch: bool = True, batch_size: int = BATCH):
+    """PT2E static int8 of a float model: export, prepare_pt2e with X86InductorQuantizer's default
+    config (uint8 affine activations from a histogram observer, int8 per-channel symmetric weights:
+    get_default_qconfig("x86")'s choice), calibrate on calib in batches, convert_pt2e.
+    The result still runs eagerly, on quantize / dequantize nodes around float ops; torch.compile
+    fuses them into int8 kernels."""
+    quiet()
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
+        X86InductorQuantizer,
+        get_default_x86_inductor_quantization_config,
+    )
+
+    quantizer = X86InductorQuantizer()
+    quantizer.set_global(get_default_x86_inductor_quantization_config())
+    prepared = prepare_pt2e(export(model, calib[:batch_size], dynamic_batch), quantizer)
+    with torch.no_grad():
+        for b in calib.split(batch_size):
+            prepared(b)
+    return convert_pt2e(prepared)
+
+
+def static_batch_failure(model: nn.Module, calib: torch.Tensor, batch_size: int = BATCH) -> str:
+    """What happens when the graph is exported for one batch size and calibrated with another
+    (the last calibration batch is smaller): the error, first line, or "" if it ran."""
+    try:
+        pt2e_int8(model, calib[: batch_size + batch_size // 2], dynamic_batch=False, batch_size=batch_size)
+    except Exception as e:  # noqa: BLE001 - the error is the lesson's result
+        return _first_line(e)
+    return ""
+
+
+def torch_ao_int8(model: nn.Module, calib: torch.Tensor, batch_size: int = BATCH) -> nn.Module:
+    """Lesson 04's classic path: fuse, prepare with get_default_qconfig("x86"), calibrate, convert."""
+    tq = torch.ao.quantization
+    m = copy.deepcopy(model).eval()
+    m.fuse_model()
+    m.qconfig = tq.get_default_qconfig("x86")
+    tq.prepare(m, inplace=True)
+    with torch.no_grad():
+        for b in calib.split(batch_size):
+            m(b)
+    return tq.convert(m, inplace=True).eval()
+
+
+def compile_frozen(model: nn.Module, example, freezing: bool = True) -> tuple[Callable, float]:
+    """torch.compile(model) with inductor's freezing on (weights become constants the compiler may
+    fold, e.g. pre-packed int8 weights), compiled now by a first call on example.
+    Shapes are static: each new input shape compiles again. Returns (compiled, seconds)."""
+    quiet()
+    torch._dynamo.reset()
+    start = time.perf_counter()
+    with torch._inductor.config.patch(freezing=freezing):
+        compiled = torch.compile(model, dynamic=False)
+        with torch.no_grad():
+            compiled(example) if isinstance(example, torch.Tensor) else compiled(dict(example))
+    seconds = time.perf_counter() - start
+    return _with_config(compiled, freezing), seconds
+
+
+def _with_config(compiled, freezing: bool):
+    """compiled, called under the inductor config it was compiled with (a recompile, e.g. for a new
+    shape, then freezes too)."""
+
+    @functools.wraps(compiled)
+    def run(*args, **kwargs):
+        with torch._inductor.config.patch(freezing=freezing), torch.no_grad():
+            return compiled(*args, **kwargs)
+
+    return run
+
+
+def predict(model: Callable, x: torch.Tensor, batch_size: int = BATCH) -> torch.Tensor:
+    """model's logits for x in batches of batch_size. The last batch is padded to batch_size with
+    the first images (their logits are dropped): a compiled model sees one shape, compiles once."""
+    out = []
+    with torch.no_grad():
+        for b in x.split(batch_size):
+            n = len(b)
+            if n < batch_size:
+                b = torch.cat([b, x[: batch_size - n]])
+            out.append(model(b)[:n])
+    return torch.cat(out)
+
+
+def accuracy(model: Callable, x: torch.Tensor, y: torch.Tensor, batch_size: int = BATCH) -> float:
+    return float((predict(model, x, batch_size).argmax(1) == y).float().mean())
+
+
+def cnn_paths(model: nn.Module, calib: torch.Tensor, x: torch.Tensor, y: torch.Tensor, batch: int = BATCH,
+              threads: int = 2, min_run_time: float = 0.6, rounds: int = 3) -> dict:  # fmt: skip
+    """The four ways lesson 07 runs a lesson CNN, each with test accuracy and latency at `batch`,
+    timed interleaved in one run at `threads` threads:
+
+        fp32 eager           batch norm folded (fuse_model), the faster of contiguous and
+                             channels_last (named in "fp32_layout")
+        fp32 compiled        the same folded model, torch.compile with freezing
+        torch.ao int8 eager  lesson 04's classic static PTQ (x86 kernels)
+        PT2E int8 compiled   pt2e_int8, then torch.compile with freezing
+
+    Returns {"rows": {path: {"accuracy", "ms", "speedup" (best fp32 ms / ms), "compile_s"}},
+    "baseline": the fastest fp32 path's name, "build_s": PT2E export + calibrate + convert seconds}.
+    """
+    example = x[:batch]
+    fused = copy.deepcopy(model).eval()
+    fused.fuse_model()
+    with bench.settings(threads):
+        start = time.perf_counter()
+        pt2e = pt2e_int8(model, calib)
+        build_s = time.perf_counter() - start
+        ao = torch_ao_int8(model, calib)
+        fp32_c, fp32_compile = compile_frozen(fused, example)
+        int8_c, int8_compile = compile_frozen(pt2e, example)
+        cl = copy.deepcopy(fused).to(memory_format=torch.channels_last)
+        x_cl = example.contiguous(memory_format=torch.channels_last)
+        fns = {"fp32 contiguous": functools.partial(fused, example),
+               "fp32 channels_last": functools.partial(cl, x_cl),
+               "fp32 compiled": functools.partial(fp32_c, example),
+               "torch.ao int8 eager": functools.partial(ao, example),
+               "PT2E int8 compiled": functools.partial(int8_c, example)}
+        ms = bench.interleaved_ms(fns, min_run_time, rounds)
+    layout = min(("contiguous", "channels_last"), key=lambda k: ms[f"fp32 {k}"])
+    ms["fp32 eager"] = ms[f"fp32 {layout}"]
+    models = {"fp32 eager": fused, "fp32 compiled": fp32_c, "torch.ao int8 eager": ao,
+              "PT2E int8 compiled": int8_c}
+    compile_s = {"fp32 compiled": fp32_compile, "PT2E int8 compiled": int8_compile}
+    best = min(("fp32 eager", "fp32 compiled"), key=ms.get)
+    rows = {p: {"accuracy": accuracy(models[p], x, y, batch), "ms": ms[p], "speedup": ms[best] / ms[p],
+                "compile_s": compile_s.get(p)} for p in PATHS}  # fmt: skip
+    return {"rows": rows, "baseline": best, "fp32_layout": layout, "build_s": build_s, "models": models,
+            "batch": batch, "threads": threads}
+
+
+def format_cnn_paths(results: Mapping[str, dict]) -> str:
+    """Markdown: model -> cnn_paths result, one row a (model, path)."""
+    lines = ["| model | path | accuracy | ms / batch | vs best fp32 | compile |", "|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        for path, row in r["rows"].items():
+            label = f"{path} ({r['fp32_layout']})" if path == "fp32 eager" else path
+            best = " (best fp32)" if path == r["baseline"] else ""
+            comp = "—" if row["compile_s"] is None else f"{row['compile_s']:.1f} s"
+            lines.append(f"| {name} | {label}{best} | {100 * row['accuracy']:.2f} % | {row['ms']:.2f} "
+                         f"| {row['speedup']:.2f}x | {comp} |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------
+# MiniLM with torchao, beside lesson 03's configurations
+# ---------------------------------------------------------------------------------------
+
+
+def fixed_batches(model, sentences: Sequence[str], batch_size: int = 32,
+                  length: int | None = None) -> list[dict]:  # fmt: skip
+    """The sentences tokenized in batches of batch_size, every batch padded to the same length (the
+    longest sentence's, or `length`): one input shape, so a compiled model compiles once. Padding
+    is masked, so the embeddings equal those of shorter batches up to float rounding."""
+    if len(sentences) % batch_size:
+        raise ValueError(f"{len(sentences)} sentences do not split into batches of {batch_size}; "
+                         "pass a multiple of batch_size")
+    tok = model.tokenizer
+    if length is None:
+        length = max(len(ids) for ids in tok(list(sentences))["input_ids"])
+    return [dict(tok(list(sentences[i:i + batch_size]), padding="max_length", max_length=length,
+                     truncation=True, return_tensors="pt"))
+            for i in range(0, len(sentences), batch_size)]  # fmt: skip
+
+
+def embed(model: Callable, batches: Sequence[dict]) -> torch.Tensor:
+    """Sentence embeddings of every batch, in order (model(batch)["sentence_embedding"])."""
+    with torch.no_grad():
+        return torch.cat([model(dict(b))["sentence_embedding"].float() for b in batches])
+
+
+def torchao_dynamic(model: nn.Module) -> nn.Module:
+    """quantize_(copy, Int8DynamicActivationInt8WeightConfig()): every Linear gets int8 per-channel
+    symmetric weights and int8 per-token symmetric activations, chosen at run time.
+    set_inductor_config=False: quantize_ would otherwise change inductor's global settings, and the
+    fp32 model compiled beside it would be compiled differently."""
+    tq, _ = _torchao()
+    m = copy.deepcopy(model)
+    tq.quantize_(m, tq.Int8DynamicActivationInt8WeightConfig(set_inductor_config=False))
+    return m
+
+
+def minilm_paths(model: nn.Module, classic: Mapping[str, nn.Module], batches: Sequence[dict],
+                 timing_batches: int = 2, compile_models: bool = True, threads: int = 2,
+                 min_run_time: float = 0.6, rounds: int = 3) -> dict:  # fmt: skip
+    """MiniLM's fp32 and int8 paths, quality and speed in one run.
+
+    classic: lesson 03's models (name -> model, e.g. torch.ao's quantize_dynamic) shown beside
+    torchao's; torchao int8 is torchao_dynamic(model); with compile_models, fp32 and torchao int8
+    are also torch.compile'd with freezing (compile seconds reported). Quality is embedding_quality
+    against fp32 eager on all batches; latency is the first timing_batches batches, interleaved.
+    Returns {"rows": {name: {"cosine", "nn_agreement", "ms", "speedup" vs the best fp32,
+    "compile_s"}}, "baseline": the best fp32 path}.
+    """
+    models: dict[str, Callable] = {"fp32 eager": model, **classic,
+                                   "torchao int8 eager": torchao_dynamic(model)}
+    compile_s: dict[str, float] = {}
+    with bench.settings(threads):
+        if compile_models:
+            bases = {"fp32 compiled": model, "torchao int8 compiled": models["torchao int8 eager"]}
+            for name, base in bases.items():
+                models[name], compile_s[name] = compile_frozen(base, batches[0])
+        ref = embed(model, batches)
+        quality = {n: embedding_quality(ref, embed(m, batches)) for n, m in models.items()}
+        timed = batches[:timing_batches]
+        fns = {n: functools.partial(lambda m: [m(dict(b)) for b in timed], m) for n, m in models.items()}
+        ms = bench.interleaved_ms(fns, min_run_time, rounds)
+    fp32 = [n for n in models if n.startswith("fp32")]
+    best = min(fp32, key=ms.get)
+    rows = {n: {**quality[n], "ms": ms[n], "speedup": ms[best] / ms[n], "compile_s": compile_s.get(n)}
+            for n in models}  # fmt: skip
+    return {"rows": rows, "baseline": best, "models": models,
+            "timed_sentences": sum(len(b["input_ids"]) for b in timed)}
+
+
+def format_minilm_paths(result: Mapping) -> str:
+    lines = [f"| MiniLM path | mean cosine | NN agreement | ms ({result['timed_sentences']} sentences) "
+             "| vs best fp32 | compile |",
+             "|---|---|---|---|---|---|"]
+    for name, r in result["rows"].items():
+        best = " (best fp32)" if name == result["baseline"] else ""
+        comp = "—" if r["compile_s"] is None else f"{r['compile_s']:.1f} s"
+        lines.append(f"| {name}{best} | {r['cosine']:.4f} | {100 * r['nn_agreement']:.1f} % | {r['ms']:.1f} "
+                     f"| {r['speedup']:.2f}x | {comp} |")
+    return "\n".join(lines)
+

@@ -1,0 +1,173 @@
+"""Lesson 07's helpers (qlab.lab.modern) and its exercise check: torchao and PT2E against qlab."""
+
+import pytest
+import torch
+from torch import nn
+
+from qlab.lab import modern
+from qlab.lab.exercises import check_torchao_translation
+
+MappingType = pytest.importorskip("torchao.quantization.quant_primitives").MappingType
+
+
+# ---------------------------------------------------------------------- the same math
+
+
+def test_same_math_is_bit_for_bit_at_every_granularity():
+    torch.manual_seed(0)
+    w = torch.randn(48, 128) * torch.rand(48, 1) * 3
+    x = torch.randn(16, 128) * 2 + 0.5
+    rows = modern.same_math(w, x, group=32)
+    assert len(rows) == 5
+    assert all(r["differ"] == 0 and r["of"] > 0 for r in rows), rows
+
+
+def test_torchao_codes_notice_a_different_grid():
+    """The comparison can fail: the restricted [-127, 127] grid gives other integers."""
+    torch.manual_seed(1)
+    w = torch.randn(8, 64)
+    ours = modern.qlab_codes(w, modern.qlab.int8, True, 64)
+    restricted = modern.torchao_codes(w, "symmetric", (1, 64), torch.int8, -127, 127)
+    assert not torch.equal(ours, restricted)
+
+
+def test_quantize_stores_qlabs_per_channel_weight_codes():
+    torch.manual_seed(2)
+    assert modern.quantize_weight_codes_match(nn.Linear(96, 24))
+
+
+def test_qat_prepare_fake_quantizes_like_qlab():
+    r = modern.qat_same_fake_quant(modern.mlp(width=64), torch.randn(8, 64), group=32)
+    assert r["prepared"] == "FakeQuantizedLinear"
+    assert r["weight_differ"] == 0 and r["input_differ"] == 0
+    assert r["weight_of"] == 64 * 64 and r["input_of"] == 8 * 64
+
+
+# ---------------------------------------------------------------------- the map
+
+
+def test_try_configs_reports_errors_and_measures_the_rest():
+    m, x = modern.mlp(width=64), torch.randn(8, 64)
+    rows = modern.try_configs(m, x, ["Int8DynamicActivationInt8WeightConfig", "Int4WeightOnlyConfig"],
+                              threads=1, min_run_time=0.03, rounds=1)
+    by = {r["config"]: r for r in rows}
+    assert by["fp32"]["speedup"] == 1.0
+    ok = by["Int8DynamicActivationInt8WeightConfig"]
+    assert ok["ok"] and 0 < ok["rel_error"] < 0.05 and ok["ms"] > 0
+    int4 = by["Int4WeightOnlyConfig"]
+    if not int4["ok"]:  # fails on a CPU without its kernel package: the error is kept, first line
+        assert int4["error"] and "\n" not in int4["error"]
+
+
+def test_try_configs_rejects_an_unknown_config():
+    with pytest.raises(ValueError, match="known: Int8DynamicActivationInt8WeightConfig"):
+        modern.try_configs(modern.mlp(width=16), torch.randn(2, 16), ["Int3Config"])
+
+
+# ---------------------------------------------------------------------- PT2E
+
+
+class TinyCNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.relu = nn.ReLU()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        return self.fc(self.pool(self.relu(self.bn(self.conv(x)))).flatten(1))
+
+
+def test_static_batch_export_fails_on_a_smaller_calibration_batch():
+    torch.manual_seed(0)
+    error = modern.static_batch_failure(TinyCNN().eval(), torch.randn(12, 3, 8, 8), batch_size=8)
+    assert "Guard failed" in error
+
+
+def test_pt2e_int8_runs_at_any_batch_and_stays_close_to_fp32():
+    torch.manual_seed(0)
+    model, calib = TinyCNN().eval(), torch.randn(20, 3, 8, 8)
+    q = modern.pt2e_int8(model, calib, batch_size=8)
+    x = torch.randn(5, 3, 8, 8)
+    with torch.no_grad():
+        ref, got = model(x), q(x)
+    assert got.shape == (5, 10)
+    assert (got - ref).abs().max() < 0.1 * ref.abs().max()
+
+
+def test_predict_pads_the_last_batch_and_drops_its_extra_rows():
+    seen = []
+
+    def model(b):
+        seen.append(len(b))
+        return b.flatten(1)[:, :3]
+
+    x = torch.arange(7 * 12, dtype=torch.float32).reshape(7, 3, 2, 2)
+    out = modern.predict(model, x, batch_size=4)
+    assert seen == [4, 4] and torch.equal(out, x.flatten(1)[:, :3])
+
+
+def test_fixed_batches_wants_whole_batches():
+    with pytest.raises(ValueError, match="multiple of batch_size"):
+        modern.fixed_batches(None, ["a"] * 5, batch_size=4)
+
+
+# ---------------------------------------------------------------------- the exercise's check
+
+
+def _good(obs, shape):
+    return {"mapping_type": MappingType.SYMMETRIC if obs.symmetric else MappingType.ASYMMETRIC,
+            "block_size": (1, shape[1]) if obs.axis == 0 else tuple(shape),
+            "target_dtype": torch.int8 if obs.qdtype.signed else torch.uint8,
+            "quant_min": obs.qparams().qmin, "quant_max": obs.qparams().qmax}
+
+
+def _wrong(**change):
+    def fn(obs, shape):
+        spec = _good(obs, shape)
+        for key, make in change.items():
+            spec[key] = make(obs, shape, spec)
+        return spec
+
+    return fn
+
+
+def test_check_torchao_translation_passes_a_right_answer(capsys):
+    assert check_torchao_translation(_good) is True
+    assert "✅" in capsys.readouterr().out
+
+
+def test_check_torchao_translation_accepts_mapping_names_as_strings():
+    def by_name(obs, shape):
+        return {**_good(obs, shape), "mapping_type": "symmetric" if obs.symmetric else "asymmetric"}
+
+    assert check_torchao_translation(by_name) is True
+
+
+@pytest.mark.parametrize("fn, hint", [
+    (_wrong(mapping_type=lambda o, s, d: MappingType.ASYMMETRIC), "MappingType.SYMMETRIC"),
+    (_wrong(block_size=lambda o, s, d: (s[0], 1) if o.axis == 0 else d["block_size"]), "input"),
+    (_wrong(block_size=lambda o, s, d: (1, s[1])), "one block"),
+    (_wrong(quant_min=lambda o, s, d: -d["quant_max"] if o.qdtype.signed else d["quant_min"]), "restricted"),
+    (_wrong(quant_max=lambda o, s, d: 255 if not o.qdtype.signed else d["quant_max"]), "reduce_range"),
+    (_wrong(quant_min=lambda o, s, d: -128 if o.qdtype.signed else 0,
+            quant_max=lambda o, s, d: 127 if o.qdtype.signed else d["quant_max"]), "[-8, 7]"),
+    (_wrong(target_dtype=lambda o, s, d: torch.int8), "target_dtype"),
+], ids=["mapping", "column", "per-tensor-as-rows", "restricted", "reduce-range", "int4-grid", "dtype"])
+def test_check_torchao_translation_hints_each_typical_mistake(fn, hint, capsys):
+    assert check_torchao_translation(fn) is False
+    out = capsys.readouterr().out
+    assert "❌" in out and "Hint:" in out
+    assert any(h in out for h in hint.split("|")) or pytest.fail(out)
+
+
+def test_check_torchao_translation_survives_a_stub_and_a_wrong_type(capsys):
+    def stub(obs, shape):
+        raise NotImplementedError
+
+    assert check_torchao_translation(stub) is False
+    assert "replace the `raise`" in capsys.readouterr().out
+    assert check_torchao_translation(lambda o, s: (1, 2)) is False
+    assert "return a dict with the keys" in capsys.readouterr().out

@@ -7,6 +7,7 @@ Everything here is measured when called; nothing is a recorded figure.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import logging
@@ -23,7 +24,8 @@ from .experiments import embedding_quality
 
 EPS = torch.finfo(torch.float32).eps
 BATCH = 64  # the batch every CNN path is timed at (lesson 04's)
-PATHS = ("fp32 eager", "fp32 compiled", "torch.ao int8 eager", "PT2E int8 compiled")
+PATHS = ("fp32 eager", "fp32 compiled", "torch.ao int8 eager", "torch.ao int8 compiled", "PT2E int8 eager",
+         "PT2E int8 compiled")
 
 
 def quiet() -> None:
@@ -315,17 +317,22 @@ def accuracy(model: Callable, x: torch.Tensor, y: torch.Tensor, batch_size: int 
 
 def cnn_paths(model: nn.Module, calib: torch.Tensor, x: torch.Tensor, y: torch.Tensor, batch: int = BATCH,
               threads: int = 2, min_run_time: float = 0.6, rounds: int = 3) -> dict:  # fmt: skip
-    """The four ways lesson 07 runs a lesson CNN, each with test accuracy and latency at `batch`,
-    timed interleaved in one run at `threads` threads:
+    """The ways lesson 07 runs a lesson CNN, each with test accuracy and latency at `batch`, timed
+    interleaved in one run at `threads` threads:
 
-        fp32 eager           batch norm folded (fuse_model), the faster of contiguous and
-                             channels_last (named in "fp32_layout")
-        fp32 compiled        the same folded model, torch.compile with freezing
-        torch.ao int8 eager  lesson 04's classic static PTQ (x86 kernels)
-        PT2E int8 compiled   pt2e_int8, then torch.compile with freezing
+        fp32 eager              batch norm folded (fuse_model), the faster of contiguous and
+                                channels_last (named in "fp32_layout")
+        fp32 compiled           the same folded model, compile_frozen
+        torch.ao int8 eager     lesson 04's classic static PTQ (x86 kernels)
+        torch.ao int8 compiled  the same, compile_frozen: dynamo cannot trace torch.ao's quantized
+                                tensors ("quantized nyi in meta tensors", logged and silenced
+                                here) and runs them eagerly
+        PT2E int8 eager         pt2e_int8's graph as it is: quantize / dequantize around float ops
+        PT2E int8 compiled      the same graph, compile_frozen: inductor fuses it into int8 kernels
 
     Returns {"rows": {path: {"accuracy", "ms", "speedup" (best fp32 ms / ms), "compile_s"}},
-    "baseline": the fastest fp32 path's name, "build_s": PT2E export + calibrate + convert seconds}.
+    "baseline": the fastest fp32 path, "fp32_layout", "build_s": PT2E export + calibrate + convert
+    seconds, "runs": {path: zero-argument call that runs one timed batch}, "batch", "threads"}.
     """
     example = x[:batch]
     fused = copy.deepcopy(model).eval()
@@ -335,26 +342,39 @@ def cnn_paths(model: nn.Module, calib: torch.Tensor, x: torch.Tensor, y: torch.T
         pt2e = pt2e_int8(model, calib)
         build_s = time.perf_counter() - start
         ao = torch_ao_int8(model, calib)
-        fp32_c, fp32_compile = compile_frozen(fused, example)
-        int8_c, int8_compile = compile_frozen(pt2e, example)
+        compiled, compile_s = {}, {}
+        to_compile = {"fp32 compiled": fused, "torch.ao int8 compiled": ao, "PT2E int8 compiled": pt2e}
+        for path, m in to_compile.items():
+            with _quiet_dynamo():
+                compiled[path], compile_s[path] = compile_frozen(m, example)
         cl = copy.deepcopy(fused).to(memory_format=torch.channels_last)
         x_cl = example.contiguous(memory_format=torch.channels_last)
-        fns = {"fp32 contiguous": functools.partial(fused, example),
-               "fp32 channels_last": functools.partial(cl, x_cl),
-               "fp32 compiled": functools.partial(fp32_c, example),
-               "torch.ao int8 eager": functools.partial(ao, example),
-               "PT2E int8 compiled": functools.partial(int8_c, example)}
-        ms = bench.interleaved_ms(fns, min_run_time, rounds)
+        runs = {"fp32 contiguous": functools.partial(fused, example),
+                "fp32 channels_last": functools.partial(cl, x_cl),
+                "torch.ao int8 eager": functools.partial(ao, example),
+                "PT2E int8 eager": functools.partial(pt2e, example),
+                **{p: functools.partial(m, example) for p, m in compiled.items()}}
+        ms = bench.interleaved_ms(runs, min_run_time, rounds)
     layout = min(("contiguous", "channels_last"), key=lambda k: ms[f"fp32 {k}"])
-    ms["fp32 eager"] = ms[f"fp32 {layout}"]
-    models = {"fp32 eager": fused, "fp32 compiled": fp32_c, "torch.ao int8 eager": ao,
-              "PT2E int8 compiled": int8_c}
-    compile_s = {"fp32 compiled": fp32_compile, "PT2E int8 compiled": int8_compile}
+    ms["fp32 eager"], runs["fp32 eager"] = ms[f"fp32 {layout}"], runs[f"fp32 {layout}"]
+    models = {"fp32 eager": fused, "torch.ao int8 eager": ao, "PT2E int8 eager": pt2e, **compiled}
     best = min(("fp32 eager", "fp32 compiled"), key=ms.get)
     rows = {p: {"accuracy": accuracy(models[p], x, y, batch), "ms": ms[p], "speedup": ms[best] / ms[p],
                 "compile_s": compile_s.get(p)} for p in PATHS}  # fmt: skip
-    return {"rows": rows, "baseline": best, "fp32_layout": layout, "build_s": build_s, "models": models,
-            "batch": batch, "threads": threads}
+    return {"rows": rows, "baseline": best, "fp32_layout": layout, "build_s": build_s,
+            "runs": {p: runs[p] for p in PATHS}, "batch": batch, "threads": threads}
+
+
+@contextlib.contextmanager
+def _quiet_dynamo():
+    """dynamo logs a warning for each torch.ao quantized op it cannot trace; the lesson says it."""
+    log = logging.getLogger("torch._dynamo")
+    old = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(old)
 
 
 def format_cnn_paths(results: Mapping[str, dict]) -> str:
@@ -452,3 +472,49 @@ def format_minilm_paths(result: Mapping) -> str:
                      f"| {r['speedup']:.2f}x | {comp} |")
     return "\n".join(lines)
 
+
+
+# ---------------------------------------------------------------------------------------
+# The panel's choices: model x method x eager / compiled
+# ---------------------------------------------------------------------------------------
+
+METHODS = ("fp32", "classic int8 (torch.ao)", "modern int8 (torchao / PT2E)")
+MODES = ("eager", "compiled")
+_CNN_PATHS = {("fp32", "eager"): "fp32 eager", ("fp32", "compiled"): "fp32 compiled",
+              (METHODS[1], "eager"): "torch.ao int8 eager",
+              (METHODS[1], "compiled"): "torch.ao int8 compiled",
+              (METHODS[2], "eager"): "PT2E int8 eager", (METHODS[2], "compiled"): "PT2E int8 compiled"}
+_MINILM_PATHS = {("fp32", "eager"): "fp32 eager", ("fp32", "compiled"): "fp32 compiled",
+                 (METHODS[2], "eager"): "torchao int8 eager",
+                 (METHODS[2], "compiled"): "torchao int8 compiled"}
+
+
+def panel_choices(cnn_results: Mapping[str, dict], minilm_result: Mapping | None = None,
+                  minilm_classic: str | None = None,
+                  minilm_batches: Sequence[dict] = ()) -> dict:  # fmt: skip
+    """What paths_panel times: model -> {"paths": {(method, mode): path name}, "runs": {path: call},
+    "quality": {path: value}, "quality_name", "unit", "notes": {(method, mode): why it is missing}}.
+
+    cnn_results: model -> cnn_paths(...); minilm_result: minilm_paths(...), whose classic model
+    minilm_classic is the "classic int8" choice, timed on minilm_batches."""
+    out = {}
+    for name, r in cnn_results.items():
+        out[name] = {"paths": dict(_CNN_PATHS), "runs": dict(r["runs"]), "baseline": r["baseline"],
+                     "quality": {p: row["accuracy"] for p, row in r["rows"].items()},
+                     "quality_name": "accuracy", "unit": f"batch of {r['batch']} images", "notes": {}}
+    if minilm_result is not None:
+        paths = dict(_MINILM_PATHS)
+        if minilm_classic is not None:
+            paths[(METHODS[1], "eager")] = minilm_classic
+        models = minilm_result["models"]
+        runs = {p: functools.partial(lambda m: [m(dict(b)) for b in minilm_batches], models[p])
+                for p in paths.values()}  # fmt: skip
+        sentences = sum(len(b["input_ids"]) for b in minilm_batches)
+        out["MiniLM"] = {
+            "paths": paths, "runs": runs, "baseline": minilm_result["baseline"],
+            "quality": {p: row["cosine"] for p, row in minilm_result["rows"].items()},
+            "quality_name": "mean cosine", "unit": f"{sentences} sentences",
+            "notes": {(METHODS[1], "compiled"): "not measured: torch.compile cannot trace torch.ao's "
+                                                "quantized modules and runs them eagerly (the CNNs show it)"},
+        }  # fmt: skip
+    return out

@@ -380,7 +380,8 @@ def plot_latency(results: Mapping, title: str = "") -> Figure:
     """Latency of each configuration as a horizontal bar (ms), its speedup vs fp32 written on it.
 
     results: what qlab.lab.bench.time_dynamic / time_cnn return: "ms" {config: ms}, "speedup"
-    {config: baseline ms / ms} and "baseline" (the fp32 configuration the ratios divide by).
+    {config: baseline ms / ms} and "baseline" (the fp32 configuration the ratios divide by);
+    optionally "marked", a configuration drawn with a thick outline and "◀ selected".
     Bars differ by hatch as well as colour; the time axis is logarithmic when the times span
     more than 10x (qlab's own integer path can be 100x slower than torch's kernels).
     """
@@ -390,11 +391,14 @@ def plot_latency(results: Mapping, title: str = "") -> Figure:
     fig = Figure(figsize=(8.5, 0.55 * len(names) + 1.6), layout="constrained")
     ax = fig.add_subplot()
     y = np.arange(len(names))
+    marked = results.get("marked")
     for i, name in enumerate(names):
         color, _, hatch = _config_style(name, i)
-        ax.barh(i, ms[name], color=color, hatch=hatch, edgecolor="black", lw=0.6, height=0.65)
+        ax.barh(i, ms[name], color=color, hatch=hatch, edgecolor="black", lw=2.5 if name == marked else 0.6,
+                height=0.65)
         note = "baseline, 1.00x" if name == baseline else f"{ratio[name]:.2f}x fp32"
-        ax.text(ms[name], i, f"  {fmt_ms(ms[name])} ms · {note}", va="center", fontsize=9)
+        ax.text(ms[name], i, f"  {fmt_ms(ms[name])} ms · {note}" + ("  ◀ selected" if name == marked else ""),
+                va="center", fontsize=9, fontweight="bold" if name == marked else "normal")
     ax.set_yticks(y, [f"{n} (best fp32)" if n == baseline and n != "fp32" else n for n in names])
     ax.set_ylim(len(names) - 0.5, -0.5)
     log = _wide(list(ms.values()))

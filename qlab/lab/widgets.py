@@ -790,3 +790,74 @@ def workflow_panel(rows_by_model: dict, tolerance: float = 0.0, model: str | Non
     """Lesson 06's panel: drag the tolerance; see which method the five-step workflow deploys for
     each model, and the path it took for one."""
     return WorkflowPanel(rows_by_model, tolerance, model)
+
+
+# ---------------------------------------------------------------------------------------
+# Lesson 07: the classic and the modern path, eager and compiled
+# ---------------------------------------------------------------------------------------
+
+
+class PathsPanel(SpeedPanel):
+    """Choose a model, a method (fp32, classic torch.ao int8, modern torchao / PT2E int8) and eager or
+    compiled; every path of that model is timed now, interleaved (the chosen one outlined), and the
+    readout gives the chosen path's latency, its ratio to the best fp32 path measured in the same
+    draw, and its quality (measured once by the lesson: accuracy, or MiniLM's mean cosine).
+
+    choices: qlab.lab.modern.panel_choices(...). Readout, e.g. "ResNet · modern int8 (torchao / PT2E)
+    · compiled: latency 1.40 ms per batch of 64 images · 1.76x the best fp32 (fp32 compiled) ·
+    accuracy 100.00 %".
+    """
+
+    def __init__(self, choices: dict, model: str | None = None, method: str = "modern int8 (torchao / PT2E)",
+                 mode: str = "compiled", threads: int = 2, min_run_time: float = 0.3):
+        from .modern import METHODS, MODES
+
+        if not isinstance(choices, dict) or not choices:
+            raise ValueError("choices must be a non-empty dict: qlab.lab.modern.panel_choices(...)")
+        model = next(iter(choices)) if model is None else model
+        _check_option("model", model, {m: m for m in choices})
+        _check_option("method", method, {m: m for m in METHODS})
+        _check_option("mode", mode, {m: m for m in MODES})
+        _check_slider("threads", threads, *_threads_range(), kind=numbers.Integral)
+        _check_run_time(min_run_time)
+        self.choices, self.threads, self.min_run_time = choices, threads, min_run_time
+        self.controls = {
+            "model": widgets.Dropdown(options=list(choices), value=model, description="model", style=_WIDE),
+            "method": widgets.Dropdown(options=list(METHODS), value=method, description="method", style=_WIDE,
+                                       layout=widgets.Layout(width="330px")),
+            "mode": widgets.ToggleButtons(options=list(MODES), value=mode, description="run", style=_WIDE),
+        }
+        self.readout = widgets.HTML()
+        self.output = widgets.interactive_output(self._draw, self.controls)
+        top = widgets.HBox([self.controls["model"], self.controls["method"]])
+        super().__init__([top, self.controls["mode"], self.readout, self.output])
+
+    def _measure(self, model: str, method: str, mode: str) -> dict:
+        c = self.choices[model]
+        with bench.settings(self.threads):
+            ms, spread = bench._timed(c["runs"], self.min_run_time)
+        fp32 = [p for p in ms if p.startswith("fp32")]
+        best = min(fp32, key=ms.get)
+        path = c["paths"].get((method, mode))
+        return {"ms": ms, "speedup": bench.speedups(ms, best), "baseline": best, "marked": path,
+                "spread": spread, "model": model, "method": method, "mode": mode,
+                "note": c["notes"].get((method, mode), "not a path of this model")}
+
+    def _describe(self, r: dict) -> tuple[str, str]:
+        c = self.choices[r["model"]]
+        head = f"<b>{r['model']} · {r['method']} · {r['mode']}</b>"
+        path = r["marked"]
+        if path is None:
+            title = f"{r['model']}: {r['method']}, {r['mode']}: not measured"
+            return f"{head}: {r['note']}" + _busy(r), title
+        q = c["quality"][path]
+        quality = f"{100 * q:.2f} %" if c["quality_name"] == "accuracy" else f"{q:.4f}"
+        readout = (f"{head}: latency {r['ms'][path]:.2f} ms per {c['unit']} · {r['speedup'][path]:.2f}x the "
+                   f"best fp32 ({r['baseline']}, measured now) · {c['quality_name']} {quality}"
+                   f" · {_threads(self.threads)}" + _busy(r))
+        return readout, f"{r['model']}, {c['unit']}: every path timed now; selected: {path}"
+
+
+def paths_panel(choices: dict, **defaults) -> PathsPanel:
+    """Lesson 07's panel: model x method x eager / compiled, timed live (see PathsPanel)."""
+    return PathsPanel(choices, **defaults)

@@ -185,10 +185,9 @@ class QuantizationPanel(Panel):
             f"<b>SQNR = {r.sqnr:.2f} dB</b> · MSE = {r.mse:.2e} · {where} · "
             f"grid [{qp.qmin}, {qp.qmax}] · {r.clipped:.2%} of values clipped"
         )
-        grid = "" if r.row is None else f" (grid and range of row {r.row})"
-        title = (f"{tensor}: {bits}-bit {scheme} {granularity}, clip range {clip:.0%} · "
-                 f"SQNR {r.sqnr:.2f} dB{grid}")
-        return plots.plot_quantization(x, r.x_hat, r.levels, r.clip_range, title=title, scale=r.scale)
+        title = f"{tensor}: {bits}-bit {scheme} {granularity}, clip range {clip:.0%} · SQNR {r.sqnr:.2f} dB"
+        return plots.plot_quantization(x, r.x_hat, r.levels, r.clip_range, title=title, scale=r.scale,
+                                       row=r.row)
 
     def _draw(self, tensor, bits, scheme, granularity, clip):
         _show(self._compute(tensor, bits, scheme, granularity, clip))

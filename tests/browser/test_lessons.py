@@ -12,6 +12,14 @@ from panelcheck import Expect
 # SQNR of a uniform quantizer rises about 6 dB per bit.
 SQNR_PER_BIT = Expect(trend=+1, plausible=(0.0, 60.0), per_step=(3.0, 9.0))
 
+# Lesson 01 at its default 4-bit symmetric per-tensor grid: the FFN weight's outlier channel sets the
+# one scale for all 384 channels (query weight 10.14 dB -> FFN weight 0.24 dB); per-channel scales
+# rescue it (0.24 dB -> 14.55 dB).
+LESSON_01 = "notebooks/01_quantization_math.ipynb"
+OUTLIER_WEIGHT_FALLS = Expect(option="FFN outlier weight", trend=-1, plausible=(-1.0, 60.0))
+PER_CHANNEL_RESCUES = Expect(option="per-channel", trend=+1, plausible=(-1.0, 60.0), per_step=(5.0, 30.0),
+                             setup=(("tensor", "FFN outlier weight"),))
+
 # Farther outliers stretch min-max's range: its SQNR on the original values falls.
 # (More outliers of the same size leave min-max's range, and so its SQNR, where it was.)
 MINMAX_FALLS = Expect(readout=r"MinMax\D{0,20}?(-?\d+(?:\.\d+)?)\s*dB", trend=-1, plausible=(0.0, 60.0))
@@ -47,6 +55,8 @@ MORE_INT8 = Expect(readout=r"int8 deployed for (\d) of 4", trend=+1, plausible=(
 
 PANELS = [
     pytest.param("notebooks/01_quantization_math.ipynb", "bits", SQNR_PER_BIT, id="01-bits"),
+    pytest.param(LESSON_01, "tensor", OUTLIER_WEIGHT_FALLS, id="01-tensor"),
+    pytest.param(LESSON_01, "granularity", PER_CHANNEL_RESCUES, id="01-granularity"),
     pytest.param("notebooks/02_observers_and_calibration.ipynb", "size (× max|x|)", MINMAX_FALLS,
                  id="02-outlier-size"),
     pytest.param("notebooks/03_dynamic_quantization.ipynb", "hidden size", SPEEDUP_CHANGES,

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import qlab
-from qlab.lab.exercises import check_dynamic_qparams, check_moving_average, check_quantize
+from qlab.lab.exercises import check_dynamic_qparams, check_moving_average, check_qparams, check_quantize
 
 
 def student_ok(x, qp):
@@ -109,6 +109,199 @@ def test_wrapped_storage_is_not_blamed_on_the_clamp(capsys):
 
 
 # ---------------------------------------------------------------------- check_moving_average
+
+
+
+# ---- lesson 01: check_qparams (derive scale and zero point)
+
+F32_EPS = torch.finfo(torch.float32).eps
+
+
+def qp_right(x_min, x_max, qmin, qmax, symmetric):
+    lo, hi = torch.clamp(x_min, max=0.0), torch.clamp(x_max, min=0.0)
+    if symmetric:
+        scale = torch.clamp(torch.maximum(-lo, hi) / ((qmax - qmin) / 2), min=F32_EPS)
+        return scale, 0
+    scale = torch.clamp((hi - lo) / (qmax - qmin), min=F32_EPS)
+    zp = torch.clamp(qmin - torch.round(lo / scale), qmin, qmax)
+    return scale, int(zp)
+
+
+def qp_python_floats(x_min, x_max, qmin, qmax, symmetric):
+    lo, hi = min(x_min.item(), 0.0), max(x_max.item(), 0.0)
+    if symmetric:
+        return max(max(-lo, hi) / ((qmax - qmin) / 2), F32_EPS), 0
+    scale = max((hi - lo) / (qmax - qmin), F32_EPS)
+    return scale, min(max(qmin - round(lo / scale), qmin), qmax)
+
+
+def qp_no_zero(x_min, x_max, qmin, qmax, symmetric):
+    if symmetric:
+        return qp_right(x_min, x_max, qmin, qmax, symmetric)
+    scale = torch.clamp((x_max - x_min) / (qmax - qmin), min=F32_EPS)
+    return scale, int(torch.clamp(qmin - torch.round(x_min / scale), qmin, qmax))
+
+
+def qp_no_zero_no_clamp(x_min, x_max, qmin, qmax, symmetric):
+    if symmetric:
+        return qp_right(x_min, x_max, qmin, qmax, symmetric)
+    scale = torch.clamp((x_max - x_min) / (qmax - qmin), min=F32_EPS)
+    return scale, int(qmin - torch.round(x_min / scale))
+
+
+def qp_by_127(x_min, x_max, qmin, qmax, symmetric):
+    if not symmetric:
+        return qp_right(x_min, x_max, qmin, qmax, symmetric)
+    return torch.clamp(torch.maximum(-x_min, x_max).clamp(min=0) / qmax, min=F32_EPS), 0
+
+
+def qp_by_steps(x_min, x_max, qmin, qmax, symmetric):
+    if not symmetric:
+        return qp_right(x_min, x_max, qmin, qmax, symmetric)
+    return torch.clamp(torch.maximum(-x_min, x_max).clamp(min=0) / (qmax - qmin), min=F32_EPS), 0
+
+
+def qp_zp_not_rounded(x_min, x_max, qmin, qmax, symmetric):
+    s, _ = qp_right(x_min, x_max, qmin, qmax, symmetric)
+    if symmetric:
+        return s, 0
+    return s, (qmin - torch.clamp(x_min, max=0) / s).item()
+
+
+def qp_no_eps(x_min, x_max, qmin, qmax, symmetric):
+    lo, hi = min(x_min, torch.tensor(0.0)), max(x_max, torch.tensor(0.0))
+    if symmetric:
+        return torch.maximum(-lo, hi) / ((qmax - qmin) / 2), 0
+    scale = (hi - lo) / (qmax - qmin)
+    return scale, int(torch.clamp(qmin - torch.round(lo / scale), qmin, qmax))
+
+
+def qp_no_eps_py(x_min, x_max, qmin, qmax, symmetric):
+    lo, hi = min(x_min.item(), 0.0), max(x_max.item(), 0.0)
+    if symmetric:
+        return max(-lo, hi) / ((qmax - qmin) / 2), 0
+    scale = (hi - lo) / (qmax - qmin)
+    return scale, min(max(qmin - round(lo / scale), qmin), qmax)
+
+
+def qp_levels(x_min, x_max, qmin, qmax, symmetric):
+    if symmetric:
+        return qp_right(x_min, x_max, qmin, qmax, symmetric)
+    lo, hi = torch.clamp(x_min, max=0.0), torch.clamp(x_max, min=0.0)
+    scale = torch.clamp((hi - lo) / (qmax - qmin + 1), min=F32_EPS)
+    return scale, int(torch.clamp(qmin - torch.round(lo / scale), qmin, qmax))
+
+
+def qp_half_up(x_min, x_max, qmin, qmax, symmetric):
+    s, z = qp_right(x_min, x_max, qmin, qmax, symmetric)
+    if symmetric:
+        return s, z
+    lo = min(x_min.item(), 0.0)
+    return s, qmin + math.floor(-lo / s.item() + 0.5)
+
+
+def qp_sign(x_min, x_max, qmin, qmax, symmetric):
+    s, z = qp_right(x_min, x_max, qmin, qmax, symmetric)
+    if symmetric:
+        return s, z
+    return s, int(qmin + torch.round(torch.clamp(x_min, max=0) / s))
+
+
+def qp_trunc(x_min, x_max, qmin, qmax, symmetric):
+    s, z = qp_right(x_min, x_max, qmin, qmax, symmetric)
+    if symmetric:
+        return s, z
+    return s, int(qmin - torch.clamp(x_min, max=0) / s)
+
+
+def qp_hard255(x_min, x_max, qmin, qmax, symmetric):
+    return qp_right(x_min, x_max, 0, 255, False) if not symmetric else qp_right(x_min, x_max, -128, 127, True)
+
+
+def qp_swapped(*a):
+    s, z = qp_right(*a)
+    return z, s
+
+
+def qp_sym_affine(x_min, x_max, qmin, qmax, symmetric):
+    return qp_right(x_min, x_max, qmin, qmax, False)
+
+
+def qp_stub(*a):
+    raise NotImplementedError("replace this line with your code")
+
+
+def qp_with_qlab(x_min, x_max, qmin, qmax, symmetric):
+    qdtype = qlab.qdtype(bits=(qmax - qmin + 1).bit_length() - 1, signed=qmin < 0)
+    qp = qlab.qparams_from_range(x_min, x_max, qdtype, symmetric=symmetric)
+    return qp.scale, qp.zero_point
+
+
+def qp_float_zero_point(x_min, x_max, qmin, qmax, symmetric):
+    scale, zp = qp_right(x_min, x_max, qmin, qmax, symmetric)
+    return scale.item(), float(zp)  # 85.0: a whole number as a float is fine
+
+
+@pytest.mark.parametrize("fn", [qp_right, qp_with_qlab, qp_float_zero_point])
+def test_qparams_accepts_correct(fn, capsys):
+    assert check_qparams(fn) is True
+    assert "✅" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "fn, words",
+    [
+        (qp_python_floats, "compute in float32"),
+        (qp_no_zero, "include 0 in the range first"),
+        (qp_no_zero_no_clamp, "lies outside the grid [0, 255]: include 0 in the range first"),
+        (qp_by_127, "not by qmax = 127"),
+        (qp_by_steps, "a width of 2 * max|x|"),
+        (qp_zp_not_rounded, "round the zero point to an integer"),
+        (qp_no_eps, "keep the scale at least eps"),
+        (qp_levels, "not by the number of levels"),
+        (qp_half_up, "rounds half to even"),
+        (qp_sign, "the sign of the zero point"),
+        (qp_trunc, "int() truncates"),
+        (qp_hard255, "use the grid you are given, qmax - qmin, not 255"),
+        (qp_swapped, "return (scale, zero_point) in that order"),
+        (qp_sym_affine, "symmetric means zero point 0"),
+        (qp_stub, "replace the `raise` with your code"),
+    ],
+)
+def test_qparams_rejects_with_its_own_hint(fn, words, capsys):
+    assert check_qparams(fn) is False
+    out = capsys.readouterr().out
+    assert out.startswith("❌") and words in out, out
+    assert "Traceback" not in out
+
+
+def test_qparams_each_mistake_has_a_hint_of_its_own(capsys):
+    hints = {}
+    for fn in [qp_python_floats, qp_no_zero, qp_no_zero_no_clamp, qp_by_127, qp_by_steps, qp_zp_not_rounded,
+               qp_no_eps, qp_levels, qp_half_up, qp_sign, qp_trunc, qp_hard255, qp_swapped, qp_sym_affine]:
+        check_qparams(fn)
+        hints[fn.__name__] = capsys.readouterr().out.split("Hint: ")[-1]
+    assert len(set(hints.values())) == len(hints), hints
+
+
+def test_qparams_eps_hint_when_the_scale_is_zero(capsys):
+    def zero_scale(x_min, x_max, qmin, qmax, symmetric):
+        s, z = qp_right(x_min, x_max, qmin, qmax, symmetric)
+        return (0.0, z) if x_min == x_max == 0 else (s, z)
+
+    assert check_qparams(zero_scale) is False
+    assert "eps = torch.finfo(torch.float32).eps" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("got, words", [
+    (None, "did you forget `return`?"),
+    ((torch.ones(2), 0), "scale is a tensor of shape (2,)"),
+    (("0.1", 0), "scale is a str"),
+    ((0.1, 0, 3), "return a pair (scale, zero_point)"),
+])
+def test_qparams_says_what_is_wrong_with_the_returned_value(got, words, capsys):
+    assert check_qparams(lambda *a: got) is False
+    assert words in capsys.readouterr().out
 
 
 def ema_ok(running, batch_value, c):

@@ -284,3 +284,18 @@ def test_channel_ranges_tell_the_two_scales_apart_by_shape():
     fig = plots.plot_channel_ranges(lo, hi, torch.full((16,), 20.0), torch.full((16,), 30.0))
     markers = {ln.get_label(): ln.get_marker() for ln in fig.axes[1].get_lines()}
     assert markers == {"per-tensor scale (hollow squares)": "s", "per-channel scale (dots)": "o"}
+
+
+def test_plot_quantization_per_channel_names_the_row_and_shades_nothing(quantized):
+    """Per-channel, the grid and range drawn are one row's: they say so, and values outside that row's
+    range are not shaded as clipped (each row has its own range)."""
+    x, x_hat, levels = quantized
+    fig = plots.plot_quantization(x, x_hat, levels, clip_range=(-1.0, 1.0), scale=0.3, row=7)
+    _labelled(fig)
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "row 7's grid: 16 levels" in labels and "row 7's range [-1, 1]" in labels
+    assert not any("clipped" in label for label in labels)
+    assert "its own scale/2" in fig.axes[2].get_title()
+    per_tensor = plots.plot_quantization(x, x_hat, levels, clip_range=(-1.0, 1.0))
+    legend = [t.get_text() for t in per_tensor.axes[0].get_legend().get_texts()]
+    assert "clipped (outside the range)" in legend

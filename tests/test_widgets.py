@@ -132,6 +132,95 @@ def test_lesson01_committed_notebook_shows_the_panel_without_a_kernel():
     assert panel and all("image/png" in o["data"] for o in panel)
 
 
+
+# ---- lesson 01: which tensor, per-tensor vs per-channel
+
+
+def _outlier_row_weight():
+    """A weight whose row 3 is 40x wider than the others (lesson 01's FFN weight in small)."""
+    torch.manual_seed(1)
+    w = torch.randn(16, 64) * 0.05
+    w[3] *= 40
+    return w
+
+
+@pytest.fixture
+def two_tensors():
+    return {"plain weight": torch.randn(32, 32) * 0.1, "outlier weight": _outlier_row_weight()}
+
+
+def test_tensor_dropdown_and_granularity_toggle_contract(two_tensors):
+    """The widget contract the browser test relies on (labels "tensor" and "granularity")."""
+    panel = quantization_panel(two_tensors)
+    assert isinstance(panel.tensor, widgets.Dropdown) and panel.tensor.description == "tensor"
+    assert list(panel.tensor.options) == ["plain weight", "outlier weight"]
+    assert panel.tensor.value == "plain weight"
+    assert isinstance(panel.granularity, widgets.ToggleButtons)
+    assert panel.granularity.description == "granularity"
+    assert list(panel.granularity.options) == ["per-tensor", "per-channel"]
+    assert panel.granularity.value == "per-tensor"
+    assert panel.tensor.layout.display != "none"
+
+
+def test_one_tensor_hides_the_dropdown(panel):
+    assert list(panel.tensor.options) == ["test weight"]
+    assert panel.tensor.layout.display == "none"
+
+
+def test_choosing_a_tensor_and_per_channel_redraws(two_tensors):
+    panel = quantization_panel(two_tensors, bits=8)
+    plain = sqnr_of(panel)
+    panel.tensor.value = "outlier weight"
+    assert torch.equal(panel.x, two_tensors["outlier weight"])
+    per_tensor = sqnr_of(panel)
+    assert per_tensor < plain - 5  # one wide row wastes the grid of all the others
+    panel.granularity.value = "per-channel"
+    per_channel = sqnr_of(panel)
+    assert per_channel > per_tensor + 10
+    assert "16 scales, one per row" in panel.readout.value
+    r = quantization_report(two_tensors["outlier weight"], 8, "symmetric", 1.0, "per-channel")
+    assert per_channel == round(r.sqnr, 2)
+    assert "outlier weight: 8-bit symmetric per-channel" in panel.figure().axes[0].get_title()
+
+
+def test_per_channel_report_is_qlab_per_channel():
+    w = _outlier_row_weight()
+    r = quantization_report(w, 4, "affine", 0.5, "per-channel")
+    lo, hi = 0.5 * w.amin(dim=1), 0.5 * w.amax(dim=1)
+    qp = qlab.qparams_from_range(lo, hi, qlab.qdtype(4, signed=False), axis=0)
+    assert torch.equal(r.qparams.scale, qp.scale) and torch.equal(r.qparams.zero_point, qp.zero_point)
+    assert torch.equal(r.x_hat, qlab.fake_quantize(w, qp))
+    median = int((hi - lo).argsort()[(len(lo) - 1) // 2])
+    assert r.row == median and r.scale == qp.scale[median].item()
+    assert r.clip_range == (lo[median].item(), hi[median].item())
+    assert r.clipped == pytest.approx(((w < lo[:, None]) | (w > hi[:, None])).float().mean().item())
+
+
+def test_per_channel_of_a_1d_tensor_is_per_tensor():
+    x = torch.linspace(-1, 2, 50)
+    a = quantization_report(x, 4, "symmetric", 1.0)
+    b = quantization_report(x, 4, "symmetric", 1.0, "per-channel")
+    assert torch.equal(a.x_hat, b.x_hat) and b.row == 0
+
+
+@pytest.mark.parametrize("setting, message", [
+    ({"granularity": "per-row"},
+     r"granularity must be one of \('per-tensor', 'per-channel'\), got 'per-row'"),
+    ({"tensor": "query"}, r"tensor must be one of \('plain weight', 'outlier weight'\), got 'query'"),
+])
+def test_panel_refuses_an_option_it_does_not_offer(two_tensors, setting, message):
+    with pytest.raises(ValueError, match=message):
+        quantization_panel(two_tensors, **setting)
+
+
+def test_panel_refuses_a_bad_dict():
+    with pytest.raises(ValueError, match="empty dict"):
+        quantization_panel({})
+    with pytest.raises(TypeError, match="keys are the tensors' names"):
+        quantization_panel({1: torch.ones(3)})
+    with pytest.raises(ValueError, match="NaN"):
+        quantization_panel({"w": torch.tensor([1.0, float("nan")])})
+
 # ---- lessons 03 and 04: the speed panels (real timings at tiny sizes, or a stand-in timer)
 
 from qlab.lab import bench  # noqa: E402

@@ -103,7 +103,8 @@ def plot_grid(levels, codes, x=None, x_hat=None, title: str = "") -> Figure:
 
 
 def plot_quantization(
-    x, x_hat, levels, clip_range=None, title: str = "", bins: int = 200, scale: float | None = None
+    x, x_hat, levels, clip_range=None, title: str = "", bins: int = 200, scale: float | None = None,
+    row: int | None = None,
 ) -> Figure:
     """The interactive panel's figure: what quantization does to a tensor.
 
@@ -113,8 +114,11 @@ def plot_quantization(
     Bottom: histogram of the error x_hat - x (log count, so that the few clipped values still
     show) and, when `scale` is given, lines at ±scale/2, where rounding error ends and clipping
     error begins.
+    Per-channel (`row` given): levels, clip_range and scale are those of that one row; every row
+    has its own, so nothing is shaded as clipped and the error lines are that row's ±scale/2.
     """
     x, x_hat, levels = _np(x), _np(x_hat), _np(levels)
+    whose = "" if row is None else f"row {row}'s "
     err = x_hat - x
     fig = Figure(figsize=(9, 8.2), layout="constrained")
     ax, ax_q, ax_err = fig.subplots(3, 1, height_ratios=[3, 1.6, 2])
@@ -124,18 +128,19 @@ def plot_quantization(
     ax.vlines(
         levels, 0, 1, transform=ax.get_xaxis_transform(), color=BLUE,
         lw=0.5 if many else 1.0, alpha=0.35 if many else 0.8,
-        label=f"grid: {len(levels)} levels",
+        label=f"{whose}grid: {len(levels)} levels",
     )
     left, right = x.min(), x.max()
     if clip_range is not None:
         lo, hi = float(clip_range[0]), float(clip_range[1])
-        ax.axvline(lo, color=RED, lw=1.5, label=f"range [{lo:.3g}, {hi:.3g}]")
+        ax.axvline(lo, color=RED, lw=1.5, label=f"{whose}range [{lo:.3g}, {hi:.3g}]")
         ax.axvline(hi, color=RED, lw=1.5)
         clipped = "clipped (outside the range)"
-        if lo > left:
+        # per-channel, each row has its own range: what lies outside this row's is not clipped
+        if lo > left and row is None:
             ax.axvspan(left, lo, color=RED, alpha=0.12, lw=0, label=clipped)
             clipped = None
-        if hi < right:
+        if hi < right and row is None:
             ax.axvspan(hi, right, color=RED, alpha=0.12, lw=0, label=clipped)
         left, right = min(left, lo), max(right, hi)
     left, right = min(left, levels.min()), max(right, levels.max())
@@ -165,13 +170,18 @@ def plot_quantization(
         for s in (-half, half):
             ax_err.axvline(s, color=BLUE, ls="--", lw=1)
         ax_err.text(
-            half, 0.95, "  ±scale/2", transform=ax_err.get_xaxis_transform(),
+            half, 0.95, "  ±scale/2" + ("" if row is None else f" (row {row})"),
+            transform=ax_err.get_xaxis_transform(),
             va="top", fontsize=9, color=BLUE,
         )
     ax_err.set_xlabel("quantization error  x_hat - x")
     ax_err.set_ylabel("count (log)")
-    ax_err.set_title("Error: rounding (inside ±scale/2) and clipping (outside); log count, so the few "
-                     "clipped values show", fontsize=10)
+    if row is None:
+        ax_err.set_title("Error: rounding (inside ±scale/2) and clipping (outside); log count, so the few "
+                         "clipped values show", fontsize=10)
+    else:
+        ax_err.set_title("Error: each row rounds within ±its own scale/2 (wide rows, wide errors); log count",
+                         fontsize=10)
     return fig
 
 

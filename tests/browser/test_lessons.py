@@ -1,7 +1,9 @@
 """Real-browser checks of the lessons' interactive panels (see panelcheck.py).
 
 To check a new panel, add one line to PANELS: the notebook, the label of the
-slider to move, and what that must do to the readout.
+slider to move, and what that must do to the readout. For a Dropdown or
+ToggleButtons, give its label and the option to pick: Expect(option="..."),
+optionally with Expect(setup=((label, option), ...)) picked first.
 """
 
 import pytest
@@ -9,6 +11,14 @@ from panelcheck import Expect
 
 # SQNR of a uniform quantizer rises about 6 dB per bit.
 SQNR_PER_BIT = Expect(trend=+1, plausible=(0.0, 60.0), per_step=(3.0, 9.0))
+
+# Lesson 01 at its default 4-bit symmetric per-tensor grid: the FFN weight's outlier channel sets the
+# one scale for all 384 channels (query weight 10.14 dB -> FFN weight 0.24 dB); per-channel scales
+# rescue it (0.24 dB -> 14.55 dB).
+LESSON_01 = "notebooks/01_quantization_math.ipynb"
+OUTLIER_WEIGHT_FALLS = Expect(option="FFN outlier weight", trend=-1, plausible=(-1.0, 60.0))
+PER_CHANNEL_RESCUES = Expect(option="per-channel", trend=+1, plausible=(-1.0, 60.0), per_step=(5.0, 30.0),
+                             setup=(("tensor", "FFN outlier weight"),))
 
 # Farther outliers stretch min-max's range: its SQNR on the original values falls.
 # (More outliers of the same size leave min-max's range, and so its SQNR, where it was.)
@@ -45,6 +55,8 @@ MORE_INT8 = Expect(readout=r"int8 deployed for (\d) of 4", trend=+1, plausible=(
 
 PANELS = [
     pytest.param("notebooks/01_quantization_math.ipynb", "bits", SQNR_PER_BIT, id="01-bits"),
+    pytest.param(LESSON_01, "tensor", OUTLIER_WEIGHT_FALLS, id="01-tensor"),
+    pytest.param(LESSON_01, "granularity", PER_CHANNEL_RESCUES, id="01-granularity"),
     pytest.param("notebooks/02_observers_and_calibration.ipynb", "size (× max|x|)", MINMAX_FALLS,
                  id="02-outlier-size"),
     pytest.param("notebooks/03_dynamic_quantization.ipynb", "hidden size", SPEEDUP_CHANGES,
@@ -75,3 +87,16 @@ def test_harness_passes_a_working_panel(check_panel):
 def test_harness_catches_a_dead_slider(check_panel):
     with pytest.raises(AssertionError, match="did not change"):
         check_panel("fixtures/panel_broken.ipynb", "bits", Expect(timeout=5.0))
+
+
+def test_harness_picks_options(check_panel):
+    # ToggleButtons picked in setup, then a Dropdown option: outliers stretch min-max's
+    # range, so the SQNR falls (8-bit symmetric: 43.9 dB -> 30.6 dB).
+    check_panel("fixtures/panel_ok.ipynb", "data",
+                Expect(option="with outliers", trend=-1, plausible=(0.0, 60.0),
+                       setup=(("range", "symmetric"),)))
+
+
+def test_harness_catches_a_dead_dropdown(check_panel):
+    with pytest.raises(AssertionError, match="did not change"):
+        check_panel("fixtures/panel_broken.ipynb", "data", Expect(option="with outliers", timeout=5.0))

@@ -171,3 +171,63 @@ def test_check_torchao_translation_survives_a_stub_and_a_wrong_type(capsys):
     assert "replace the `raise`" in capsys.readouterr().out
     assert check_torchao_translation(lambda o, s: (1, 2)) is False
     assert "return a dict with the keys" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------- the panel
+
+
+def _choices():
+    """Two fake models whose paths are cheap calls: the panel's wiring, not real timings."""
+    def work(n):
+        return lambda: torch.randn(n, n) @ torch.randn(n, n)
+
+    paths = {("fp32", "eager"): "fp32 eager", ("fp32", "compiled"): "fp32 compiled",
+             (modern.METHODS[2], "compiled"): "int8 compiled"}
+    runs = {"fp32 eager": work(64), "fp32 compiled": work(48), "int8 compiled": work(16)}
+    one = {"paths": paths, "runs": runs,
+           "quality": {"fp32 eager": 1.0, "fp32 compiled": 1.0, "int8 compiled": 0.99},
+           "quality_name": "accuracy", "unit": "batch of 64 images", "notes": {}, "baseline": "fp32 eager"}
+    two = {**one, "quality_name": "mean cosine", "unit": "64 sentences",
+           "notes": {(modern.METHODS[1], "compiled"): "not measured: a reason"}}
+    return {"A": one, "B": two}
+
+
+def test_paths_panel_reads_out_the_chosen_path():
+    from qlab.lab.widgets import paths_panel
+
+    panel = paths_panel(_choices(), model="A", min_run_time=0.02)
+    panel.figure()
+    text = panel.readout.value
+    assert "A · modern int8 (torchao / PT2E) · compiled" in text
+    assert "latency" in text and "accuracy 99.00 %" in text and "the best fp32" in text
+    assert panel.result["marked"] == "int8 compiled"
+    assert set(panel.result["ms"]) == {"fp32 eager", "fp32 compiled", "int8 compiled"}
+
+
+def test_paths_panel_says_why_a_path_is_missing():
+    from qlab.lab.widgets import PathsPanel
+
+    panel = PathsPanel(_choices(), model="B", method=modern.METHODS[1], mode="compiled", min_run_time=0.02)
+    panel.figure()
+    assert "not measured: a reason" in panel.readout.value
+    assert panel.result["marked"] is None
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"model": "C"}, "model must be one of"),
+    ({"method": "int3"}, "method must be one of"),
+    ({"mode": "jit"}, "mode must be one of"),
+    ({"threads": 0}, "threads"),
+])
+def test_paths_panel_rejects_bad_settings(kwargs, match):
+    from qlab.lab.widgets import PathsPanel
+
+    with pytest.raises((ValueError, TypeError), match=match):
+        PathsPanel(_choices(), **kwargs)
+
+
+def test_paths_panel_needs_choices():
+    from qlab.lab.widgets import PathsPanel
+
+    with pytest.raises(ValueError, match="panel_choices"):
+        PathsPanel({})

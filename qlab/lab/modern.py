@@ -7,7 +7,6 @@ Everything here is measured when called; nothing is a recorded figure.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import functools
 import logging
@@ -29,11 +28,15 @@ PATHS = ("fp32 eager", "fp32 compiled", "torch.ao int8 eager", "torch.ao int8 co
 
 
 def quiet() -> None:
-    """Silence two log lines that are not for students: torch's "No CUDA runtime is found" (printed
-    on the first compile on a CPU-only machine) and the notice torchao's import logs about how it
-    registers an Enum with torch.compile. Both are torch's loggers, set to ERROR."""
+    """Silence log lines that are not for students: torch's "No CUDA runtime is found" (printed on
+    the first compile on a CPU-only machine) and the notice torchao's import logs about how it
+    registers an Enum with torch.compile (both loggers set to ERROR); and dynamo's warnings (its
+    level set to ERROR with torch._logging.set_logs), which here are about torch.ao's quantized
+    tensors it cannot trace ("quantized nyi in meta tensors", graph breaks at Tensor.item()):
+    lesson 07 says so in its text."""
     for name in ("torch.utils.cpp_extension", "torch.utils._pytree"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    torch._logging.set_logs(dynamo=logging.ERROR)
 
 
 def _torchao():
@@ -325,8 +328,8 @@ def cnn_paths(model: nn.Module, calib: torch.Tensor, x: torch.Tensor, y: torch.T
         fp32 compiled           the same folded model, compile_frozen
         torch.ao int8 eager     lesson 04's classic static PTQ (x86 kernels)
         torch.ao int8 compiled  the same, compile_frozen: dynamo cannot trace torch.ao's quantized
-                                tensors ("quantized nyi in meta tensors", logged and silenced
-                                here) and runs them eagerly
+                                tensors ("quantized nyi in meta tensors", a warning quiet()
+                                silences) and runs them eagerly
         PT2E int8 eager         pt2e_int8's graph as it is: quantize / dequantize around float ops
         PT2E int8 compiled      the same graph, compile_frozen: inductor fuses it into int8 kernels
 
@@ -345,8 +348,7 @@ def cnn_paths(model: nn.Module, calib: torch.Tensor, x: torch.Tensor, y: torch.T
         compiled, compile_s = {}, {}
         to_compile = {"fp32 compiled": fused, "torch.ao int8 compiled": ao, "PT2E int8 compiled": pt2e}
         for path, m in to_compile.items():
-            with _quiet_dynamo():
-                compiled[path], compile_s[path] = compile_frozen(m, example)
+            compiled[path], compile_s[path] = compile_frozen(m, example)
         cl = copy.deepcopy(fused).to(memory_format=torch.channels_last)
         x_cl = example.contiguous(memory_format=torch.channels_last)
         runs = {"fp32 contiguous": functools.partial(fused, example),
@@ -363,18 +365,6 @@ def cnn_paths(model: nn.Module, calib: torch.Tensor, x: torch.Tensor, y: torch.T
                 "compile_s": compile_s.get(p)} for p in PATHS}  # fmt: skip
     return {"rows": rows, "baseline": best, "fp32_layout": layout, "build_s": build_s,
             "runs": {p: runs[p] for p in PATHS}, "batch": batch, "threads": threads}
-
-
-@contextlib.contextmanager
-def _quiet_dynamo():
-    """dynamo logs a warning for each torch.ao quantized op it cannot trace; the lesson says it."""
-    log = logging.getLogger("torch._dynamo")
-    old = log.level
-    log.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        log.setLevel(old)
 
 
 def format_cnn_paths(results: Mapping[str, dict]) -> str:

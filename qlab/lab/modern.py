@@ -277,9 +277,10 @@ def torch_ao_int8(model: nn.Module, calib: torch.Tensor, batch_size: int = BATCH
 def compile_frozen(model: nn.Module, example, freezing: bool = True) -> tuple[Callable, float]:
     """torch.compile(model) with inductor's freezing on (weights become constants the compiler may
     fold, e.g. pre-packed int8 weights), compiled now by a first call on example.
-    Shapes are static: each new input shape compiles again. Returns (compiled, seconds)."""
+    Shapes are static: each new input shape compiles again. Returns (compiled, seconds).
+    The seconds depend on the machine's caches: inductor keeps compiled kernels on disk (in
+    /tmp/torchinductor_<user>), so a second run of the same model compiles faster."""
     quiet()
-    torch._dynamo.reset()
     start = time.perf_counter()
     with torch._inductor.config.patch(freezing=freezing):
         compiled = torch.compile(model, dynamic=False)
@@ -318,65 +319,80 @@ def accuracy(model: Callable, x: torch.Tensor, y: torch.Tensor, batch_size: int 
     return float((predict(model, x, batch_size).argmax(1) == y).float().mean())
 
 
-def cnn_paths(model: nn.Module, calib: torch.Tensor, x: torch.Tensor, y: torch.Tensor, batch: int = BATCH,
-              threads: int = 2, min_run_time: float = 0.6, rounds: int = 3) -> dict:  # fmt: skip
-    """The ways lesson 07 runs a lesson CNN, each with test accuracy and latency at `batch`, timed
-    interleaved in one run at `threads` threads:
+def cnn_paths(model: nn.Module, calib: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+              batches: Sequence[int] = (1, BATCH), threads: int = 2, min_run_time: float = 0.6,
+              rounds: int = 3) -> dict:  # fmt: skip
+    """The ways lesson 07 runs a lesson CNN, each with test accuracy (in batches of 64) and latency
+    at each batch size in `batches`, timed interleaved in one run at `threads` threads:
 
         fp32 eager              batch norm folded (fuse_model), the faster of contiguous and
-                                channels_last (named in "fp32_layout")
+                                channels_last at each batch (named in "fp32_layout")
         fp32 compiled           the same folded model, compile_frozen
         torch.ao int8 eager     lesson 04's classic static PTQ (x86 kernels)
         torch.ao int8 compiled  the same, compile_frozen: dynamo cannot trace torch.ao's quantized
-                                tensors ("quantized nyi in meta tensors", a warning quiet()
-                                silences) and runs them eagerly
+                                tensors and runs them eagerly (its warnings are silenced by quiet())
         PT2E int8 eager         pt2e_int8's graph as it is: quantize / dequantize around float ops
         PT2E int8 compiled      the same graph, compile_frozen: inductor fuses it into int8 kernels
 
-    Returns {"rows": {path: {"accuracy", "ms", "speedup" (best fp32 ms / ms), "compile_s"}},
-    "baseline": the fastest fp32 path, "fp32_layout", "build_s": PT2E export + calibrate + convert
-    seconds, "runs": {path: zero-argument call that runs one timed batch}, "batch", "threads"}.
+    Shapes are static, so each compiled path compiles once per batch size.
+    Returns {"rows": {path: {"accuracy", "ms": {batch: ms}, "speedup": {batch: best fp32 ms / ms},
+    "compile_s": {batch: seconds} or None}}, "baseline": {batch: the fastest fp32 path},
+    "fp32_layout": {batch: layout}, "build_s": PT2E export + calibrate + convert seconds,
+    "runs": {batch: {path: zero-argument call that runs one timed batch}}, "batches", "threads"}.
     """
-    example = x[:batch]
     fused = copy.deepcopy(model).eval()
     fused.fuse_model()
+    cl = copy.deepcopy(fused).to(memory_format=torch.channels_last)
+    rows = {p: {"ms": {}, "speedup": {}, "compile_s": {} if "compiled" in p else None} for p in PATHS}
+    baseline, layout, runs = {}, {}, {}
     with bench.settings(threads):
         start = time.perf_counter()
         pt2e = pt2e_int8(model, calib)
         build_s = time.perf_counter() - start
         ao = torch_ao_int8(model, calib)
-        compiled, compile_s = {}, {}
+        eager = {"fp32 eager": fused, "torch.ao int8 eager": ao, "PT2E int8 eager": pt2e}
         to_compile = {"fp32 compiled": fused, "torch.ao int8 compiled": ao, "PT2E int8 compiled": pt2e}
-        for path, m in to_compile.items():
-            compiled[path], compile_s[path] = compile_frozen(m, example)
-        cl = copy.deepcopy(fused).to(memory_format=torch.channels_last)
-        x_cl = example.contiguous(memory_format=torch.channels_last)
-        runs = {"fp32 contiguous": functools.partial(fused, example),
-                "fp32 channels_last": functools.partial(cl, x_cl),
-                "torch.ao int8 eager": functools.partial(ao, example),
-                "PT2E int8 eager": functools.partial(pt2e, example),
-                **{p: functools.partial(m, example) for p, m in compiled.items()}}
-        ms = bench.interleaved_ms(runs, min_run_time, rounds)
-    layout = min(("contiguous", "channels_last"), key=lambda k: ms[f"fp32 {k}"])
-    ms["fp32 eager"], runs["fp32 eager"] = ms[f"fp32 {layout}"], runs[f"fp32 {layout}"]
-    models = {"fp32 eager": fused, "torch.ao int8 eager": ao, "PT2E int8 eager": pt2e, **compiled}
-    best = min(("fp32 eager", "fp32 compiled"), key=ms.get)
-    rows = {p: {"accuracy": accuracy(models[p], x, y, batch), "ms": ms[p], "speedup": ms[best] / ms[p],
-                "compile_s": compile_s.get(p)} for p in PATHS}  # fmt: skip
-    return {"rows": rows, "baseline": best, "fp32_layout": layout, "build_s": build_s,
-            "runs": {p: runs[p] for p in PATHS}, "batch": batch, "threads": threads}
+        models = dict(eager)
+        for b in batches:
+            example = x[:b]
+            example_cl = example.contiguous(memory_format=torch.channels_last)
+            fns = {"fp32 contiguous": functools.partial(fused, example),
+                   "fp32 channels_last": functools.partial(cl, example_cl),
+                   **{p: functools.partial(m, example) for p, m in eager.items() if p != "fp32 eager"}}
+            for path, m in to_compile.items():
+                compiled, rows[path]["compile_s"][b] = compile_frozen(m, example)
+                fns[path] = functools.partial(compiled, example)
+                if b == BATCH or path not in models:
+                    models[path] = compiled  # accuracy runs in batches of 64: the batch-64 compile
+            ms = bench.interleaved_ms(fns, min_run_time, rounds)
+            layout[b] = min(("contiguous", "channels_last"), key=lambda k: ms[f"fp32 {k}"])
+            ms["fp32 eager"], fns["fp32 eager"] = ms[f"fp32 {layout[b]}"], fns[f"fp32 {layout[b]}"]
+            baseline[b] = min(("fp32 eager", "fp32 compiled"), key=ms.get)
+            for p in PATHS:
+                rows[p]["ms"][b], rows[p]["speedup"][b] = ms[p], ms[baseline[b]] / ms[p]
+            runs[b] = {p: fns[p] for p in PATHS}
+        for p in PATHS:
+            rows[p]["accuracy"] = accuracy(models[p], x, y, BATCH)
+    return {"rows": rows, "baseline": baseline, "fp32_layout": layout, "build_s": build_s, "runs": runs,
+            "batches": tuple(batches), "threads": threads}
 
 
 def format_cnn_paths(results: Mapping[str, dict]) -> str:
-    """Markdown: model -> cnn_paths result, one row a (model, path)."""
-    lines = ["| model | path | accuracy | ms / batch | vs best fp32 | compile |", "|---|---|---|---|---|---|"]
+    """Markdown: model -> cnn_paths result, one row a (model, path), one latency column a batch size."""
+    batches = next(iter(results.values()))["batches"]
+    head = "".join(f" batch {b}: ms | vs best fp32 |" for b in batches)
+    lines = [f"| model | path | accuracy |{head} compile (s) |",
+             "|---|---|---|" + "---|---|" * len(batches) + "---|"]
     for name, r in results.items():
         for path, row in r["rows"].items():
-            label = f"{path} ({r['fp32_layout']})" if path == "fp32 eager" else path
-            best = " (best fp32)" if path == r["baseline"] else ""
-            comp = "—" if row["compile_s"] is None else f"{row['compile_s']:.1f} s"
-            lines.append(f"| {name} | {label}{best} | {100 * row['accuracy']:.2f} % | {row['ms']:.2f} "
-                         f"| {row['speedup']:.2f}x | {comp} |")
+            cells = ""
+            for b in batches:
+                best = "**" if path == r["baseline"][b] else ""
+                label = f" ({r['fp32_layout'][b]})" if path == "fp32 eager" else ""
+                cells += f" {best}{row['ms'][b]:.2f}{best}{label} | {row['speedup'][b]:.2f}x |"
+            comp = "—" if row["compile_s"] is None else " + ".join(f"{row['compile_s'][b]:.1f}"
+                                                                     for b in batches)
+            lines.append(f"| {name} | {path} | {100 * row['accuracy']:.2f} % |{cells} {comp} |")
     return "\n".join(lines)
 
 
@@ -489,9 +505,11 @@ def panel_choices(cnn_results: Mapping[str, dict], minilm_result: Mapping | None
     minilm_classic is the "classic int8" choice, timed on minilm_batches."""
     out = {}
     for name, r in cnn_results.items():
-        out[name] = {"paths": dict(_CNN_PATHS), "runs": dict(r["runs"]), "baseline": r["baseline"],
-                     "quality": {p: row["accuracy"] for p, row in r["rows"].items()},
-                     "quality_name": "accuracy", "unit": f"batch of {r['batch']} images", "notes": {}}
+        for b in r["batches"]:
+            out[f"{name} · batch {b}"] = {
+                "paths": dict(_CNN_PATHS), "runs": dict(r["runs"][b]), "baseline": r["baseline"][b],
+                "quality": {p: row["accuracy"] for p, row in r["rows"].items()}, "quality_name": "accuracy",
+                "unit": f"batch of {b} image" + ("s" if b > 1 else ""), "notes": {}}
     if minilm_result is not None:
         paths = dict(_MINILM_PATHS)
         if minilm_classic is not None:
@@ -500,7 +518,7 @@ def panel_choices(cnn_results: Mapping[str, dict], minilm_result: Mapping | None
         runs = {p: functools.partial(lambda m: [m(dict(b)) for b in minilm_batches], models[p])
                 for p in paths.values()}  # fmt: skip
         sentences = sum(len(b["input_ids"]) for b in minilm_batches)
-        out["MiniLM"] = {
+        out[f"MiniLM · {sentences} sentences"] = {
             "paths": paths, "runs": runs, "baseline": minilm_result["baseline"],
             "quality": {p: row["cosine"] for p, row in minilm_result["rows"].items()},
             "quality_name": "mean cosine", "unit": f"{sentences} sentences",

@@ -53,6 +53,15 @@ LESSON_05 = "notebooks/05_quantization_aware_training.ipynb"
 # Lesson 06: a larger tolerance lets the workflow deploy int8 for more of the four models.
 MORE_INT8 = Expect(readout=r"int8 deployed for (\d) of 4", trend=+1, plausible=(0, 4), run_timeout=300.0)
 
+# Lesson 07: running PT2E's int8 graph eagerly (quantize / dequantize as separate float ops) is many
+# times slower than compiled; another model, another latency. The lesson compiles six CNN paths and two
+# MiniLM paths (about 3 minutes under nbconvert, more in a browser).
+EAGER_IS_SLOWER = Expect(readout=r"latency (\d+(?:\.\d+)?) ms", trend=+1, plausible=(0.01, 10_000.0),
+                         option="eager", timeout=90.0, run_timeout=600.0)
+OTHER_MODEL_CHANGES = Expect(readout=r"latency (\d+(?:\.\d+)?) ms", trend=0, plausible=(0.01, 10_000.0),
+                             option="MiniLM", timeout=90.0, run_timeout=600.0)
+LESSON_07 = "notebooks/07_torchao_and_pt2e.ipynb"
+
 PANELS = [
     pytest.param("notebooks/01_quantization_math.ipynb", "bits", SQNR_PER_BIT, id="01-bits"),
     pytest.param(LESSON_01, "tensor", OUTLIER_WEIGHT_FALLS, id="01-tensor"),
@@ -69,6 +78,8 @@ PANELS = [
     pytest.param(LESSON_05, "weight bits", QAT_CHANGES, id="05-qat-weight-bits"),
     pytest.param("notebooks/06_choosing_a_method.ipynb", "tolerance (% of fp32)", MORE_INT8,
                  id="06-tolerance"),
+    pytest.param(LESSON_07, "run", EAGER_IS_SLOWER, id="07-eager-vs-compiled"),
+    pytest.param(LESSON_07, "model", OTHER_MODEL_CHANGES, id="07-model"),
 ]
 
 

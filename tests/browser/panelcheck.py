@@ -8,6 +8,14 @@ widgets rendered, moves the slider labelled "bits" with the arrow keys, and asse
 that the panel redrew: the plot image changed and the readout (by default
 "SQNR <number> dB") shows a different, plausible number. It saves a screenshot of
 the panel before and after the move into output_dir.
+
+The control can also be a Dropdown or ToggleButtons (found by its description, like a
+slider): Expect(option="per-channel") picks that option instead of pressing arrow keys,
+and Expect(setup=(("tensor", "FFN weight"),)) picks options in other controls first,
+before the "before" state is read:
+
+    check_panel(page, lab, notebook, "granularity",
+                Expect(option="per-channel", setup=(("tensor", "FFN weight"),)), output_dir)
 """
 
 from __future__ import annotations
@@ -43,6 +51,13 @@ class Expect:
     image_changes: the plot <img> in the panel must be redrawn with new pixels.
     timeout:   seconds to wait for the redraw.
     run_timeout: seconds the whole notebook may take to run (Run All Cells) in the browser.
+    option:    the control is a Dropdown or ToggleButtons: pick the option with this label
+               (its text as shown) instead of moving a slider. trend then says how the
+               number moves when this option is picked (+1 rises, -1 falls, 0 changes);
+               per_step bounds the whole change. The option must not be picked already.
+    setup:     (control label, option label) pairs picked in this order before the
+               "before" state is read, each waited on until the panel redrew (the
+               readout may stay the same), e.g. (("tensor", "FFN weight"),).
     """
 
     readout: str = SQNR_DB
@@ -53,11 +68,13 @@ class Expect:
     image_changes: bool = True
     timeout: float = 30.0
     run_timeout: float = 150.0
+    option: str | None = None
+    setup: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
 class PanelState:
-    slider: float
+    value: float | str  # the slider's position, or the option picked
     readout: float | None
     images: tuple[str, ...]
     text: str
@@ -151,28 +168,81 @@ def run_notebook(page, lab, notebook: str, timeout: float = 150.0) -> None:
 # ---------------------------------------------------------------- panel
 
 
-def find_panel(page, slider_label: str):
-    """The code cell holding the slider labelled `slider_label`, and that slider."""
-    name = page.locator("label.widget-label", has_text=re.compile(rf"^\s*{re.escape(slider_label)}\s*$"))
-    slider = page.locator(".widget-slider").filter(has=name)
-    cells = page.locator(f"{NOTEBOOK} .jp-CodeCell").filter(has=slider)
+# The ipywidgets 8 controls a panel can have, by their CSS class; each shows its
+# description in a label.widget-label.
+CONTROLS = ".widget-slider, .widget-dropdown, .widget-toggle-buttons"
+
+
+def find_panel(page, label: str):
+    """The code cell holding the control (slider, Dropdown or ToggleButtons) labelled
+    `label`, and that control."""
+    name = page.locator("label.widget-label", has_text=re.compile(rf"^\s*{re.escape(label)}\s*$"))
+    control = page.locator(CONTROLS).filter(has=name)
+    cells = page.locator(f"{NOTEBOOK} .jp-CodeCell").filter(has=control)
     count = cells.count()
     assert count == 1, (
-        f"expected one cell with a slider labelled {slider_label!r}, found {count}"
+        f"expected one cell with a control labelled {label!r}, found {count}"
         + (" (no widget rendered at all)" if not page.locator(".jupyter-widgets").count() else "")
     )
-    sliders = cells.locator(".widget-slider").filter(has=name)
-    assert sliders.count() == 1, f"{sliders.count()} sliders labelled {slider_label!r} in one cell"
-    return cells.first, sliders.first
+    controls = cells.locator(CONTROLS).filter(has=name)
+    assert controls.count() == 1, f"{controls.count()} controls labelled {label!r} in one cell"
+    return cells.first, controls.first
 
 
-def read_panel(cell, slider, readout: str) -> PanelState:
-    handle = slider.locator(".noUi-handle")
+def _kind(control) -> str:
+    classes = control.get_attribute("class") or ""
+    for kind in ("slider", "dropdown", "toggle-buttons"):
+        if f"widget-{kind}" in classes.split():
+            return kind
+    raise AssertionError(f"not a slider, dropdown or toggle buttons: class={classes!r}")
+
+
+def _buttons(control):
+    return control.locator("button.widget-toggle-button")
+
+
+def _text(label: str) -> str:
+    """A label as written in the notebook (ipywidgets shows a Dropdown's spaces as NBSP)."""
+    return label.replace("\xa0", " ").strip()
+
+
+def options_of(control) -> list[str]:
+    """The option labels of a Dropdown or ToggleButtons, as shown."""
+    if _kind(control) == "dropdown":
+        return [_text(t) for t in control.locator("select option").all_inner_texts()]
+    return [_text(t) for t in _buttons(control).all_inner_texts()]
+
+
+def control_value(control) -> float | str:
+    """A slider's position, or the label of the option picked in a Dropdown / ToggleButtons."""
+    kind = _kind(control)
+    if kind == "slider":
+        return float(control.locator(".noUi-handle").get_attribute("aria-valuenow"))
+    if kind == "dropdown":
+        picked = "s => s.selectedIndex < 0 ? '' : s.options[s.selectedIndex].text"
+        return _text(control.locator("select").evaluate(picked))
+    active = control.locator("button.widget-toggle-button.mod-active")
+    return _text(active.first.inner_text()) if active.count() else ""
+
+
+def pick_option(control, option: str) -> None:
+    """Pick `option` (its label as shown) in a Dropdown or ToggleButtons, as a student would."""
+    kind = _kind(control)
+    assert kind != "slider", "pick_option needs a Dropdown or ToggleButtons, got a slider"
+    shown = options_of(control)
+    assert option in shown, f"no option {option!r}; the control offers {shown}"
+    if kind == "dropdown":
+        control.locator("select").select_option(index=shown.index(option))
+    else:
+        _buttons(control).nth(shown.index(option)).click()
+
+
+def read_panel(cell, control, readout: str) -> PanelState:
     text = cell.locator(".jp-Cell-outputArea").inner_text()
     m = re.search(readout, text)
     srcs = cell.locator(".jp-Cell-outputArea img").evaluate_all("els => els.map(e => e.src)")
     return PanelState(
-        slider=float(handle.get_attribute("aria-valuenow")),
+        value=control_value(control),
         readout=float(m.group(1)) if m else None,
         images=tuple(srcs),
         text=text,
@@ -193,16 +263,16 @@ def move_slider(page, slider, steps: int) -> int:
     return direction
 
 
-def _wait_for_redraw(cell, slider, before: PanelState, expect: Expect) -> PanelState:
-    """Poll until readout and image differ from `before` and stayed the same for
-    two polls (the redraw finished), or the timeout passes; return the last state."""
+def _wait_for_redraw(cell, control, before: PanelState, expect: Expect, need_readout=True) -> PanelState:
+    """Poll until the image (and, with need_readout, the readout) differs from `before`
+    and stayed the same for two polls (the redraw finished), or the timeout passes;
+    return the last state."""
     deadline = time.monotonic() + expect.timeout
     last = None
     while True:
-        state = read_panel(cell, slider, expect.readout)
-        changed = state.readout != before.readout and (
-            state.images != before.images or not expect.image_changes
-        )
+        state = read_panel(cell, control, expect.readout)
+        readout_changed = state.readout != before.readout or not need_readout
+        changed = readout_changed and (state.images != before.images or not expect.image_changes)
         settled = last is not None and (state.readout, state.images) == (
             last.readout,
             last.images,
@@ -215,45 +285,83 @@ def _wait_for_redraw(cell, slider, before: PanelState, expect: Expect) -> PanelS
         time.sleep(0.4)
 
 
+def _set_up(page, expect: Expect) -> None:
+    """Pick expect.setup's options, one at a time, each waited on until the panel redrew."""
+    for label, option in expect.setup:
+        cell, control = find_panel(page, label)
+        if control_value(control) == option:
+            continue
+        before = read_panel(cell, control, expect.readout)
+        pick_option(control, option)
+        state = _wait_for_redraw(cell, control, before, expect, need_readout=False)
+        assert state.value == option, f"setup: {label!r} shows {state.value!r}, not {option!r}"
+        wait_kernel_idle(page)
+
+
 def check_panel(
     page, lab, notebook: str, slider_label: str, expect: Expect, output_dir: Path
 ) -> PanelResult:
-    """Run `notebook`, move the slider labelled `slider_label`, assert `expect`."""
-    stem = f"{Path(notebook).stem}-{re.sub(r'[^A-Za-z0-9]+', '_', slider_label)}"
+    """Run `notebook`, move the slider labelled `slider_label` (or, with expect.option,
+    pick that option in the Dropdown / ToggleButtons so labelled), assert `expect`."""
+    label = slider_label
+    what = f"{label}={expect.option}" if expect.option is not None else label
+    stem = f"{Path(notebook).stem}-{re.sub(r'[^A-Za-z0-9]+', '_', what)}"
     try:
         run_notebook(page, lab, notebook, expect.run_timeout)
-        cell, slider = find_panel(page, slider_label)
+        _set_up(page, expect)
+        cell, control = find_panel(page, label)
+        kind = _kind(control)
+        if expect.option is None:
+            assert kind == "slider", (
+                f"{label!r} is a {kind}: say which option to pick with Expect(option=...)"
+            )
+        else:
+            assert kind != "slider", (
+                f"{label!r} is a slider: Expect(option=...) needs a Dropdown or ToggleButtons"
+            )
         outputs = cell.locator(".jp-Cell-outputArea")
         outputs.scroll_into_view_if_needed()
-        before = read_panel(cell, slider, expect.readout)
+        before = read_panel(cell, control, expect.readout)
         assert before.readout is not None, (
             f"no readout matching {expect.readout!r} in the panel:\n{before.text[:500]}"
         )
         assert before.images, "the panel shows no plot image"
+        if expect.option is not None:
+            assert before.value != expect.option, (
+                f"{label!r} already shows {expect.option!r}; pick another option first with Expect(setup=...)"
+            )
         shot_before = output_dir / f"{stem}-before.png"
         outputs.screenshot(path=str(shot_before))
 
-        direction = move_slider(page, slider, expect.steps)
-        after = _wait_for_redraw(cell, slider, before, expect)
+        if expect.option is None:
+            direction = move_slider(page, control, expect.steps)
+        else:
+            pick_option(control, expect.option)
+        after = _wait_for_redraw(cell, control, before, expect)
         wait_kernel_idle(page)
         shot_after = output_dir / f"{stem}-after.png"
         outputs.screenshot(path=str(shot_after))
-        print(f"\n{notebook} [{slider_label}] {before.slider:g} -> {after.slider:g}: "
+        print(f"\n{notebook} [{label}] {before.value} -> {after.value}: "
               f"readout {before.readout} -> {after.readout}\n  {shot_before}\n  {shot_after}")
 
-        assert_no_errors(page, f"{notebook} after moving {slider_label!r}")
-        moved = after.slider - before.slider
-        assert moved * direction > 0, f"slider {slider_label!r} did not move ({before.slider})"
+        assert_no_errors(page, f"{notebook} after changing {label!r}")
+        if expect.option is None:
+            moved = after.value - before.value
+            assert moved * direction > 0, f"slider {label!r} did not move ({before.value})"
+        else:
+            moved = 1  # one pick: the trend is the sign of the change itself
+            assert after.value == expect.option, (
+                f"{label!r} shows {after.value!r} after picking {expect.option!r}"
+            )
         assert after.readout is not None, f"readout disappeared:\n{after.text[:500]}"
         assert after.readout != before.readout, (
-            f"readout did not change when {slider_label!r} moved "
-            f"{before.slider:g} -> {after.slider:g}: still {before.readout}"
+            f"readout did not change when {label!r} went "
+            f"{before.value} -> {after.value}: still {before.readout}"
         )
         if expect.image_changes:
             assert after.images, "the plot image disappeared"
             assert after.images != before.images, (
-                f"plot image did not change when {slider_label!r} moved "
-                f"{before.slider:g} -> {after.slider:g}"
+                f"plot image did not change when {label!r} went {before.value} -> {after.value}"
             )
         lo, hi = expect.plausible
         for value in (before.readout, after.readout):
@@ -261,8 +369,8 @@ def check_panel(
         delta = after.readout - before.readout
         if expect.trend:
             assert delta * moved * expect.trend > 0, (
-                f"readout went {before.readout} -> {after.readout} when {slider_label!r} "
-                f"went {before.slider:g} -> {after.slider:g}; expected trend {expect.trend:+d}"
+                f"readout went {before.readout} -> {after.readout} when {label!r} "
+                f"went {before.value} -> {after.value}; expected trend {expect.trend:+d}"
             )
         if expect.per_step:
             per = abs(delta) / abs(moved)

@@ -1,7 +1,9 @@
 """Real-browser checks of the lessons' interactive panels (see panelcheck.py).
 
 To check a new panel, add one line to PANELS: the notebook, the label of the
-slider to move, and what that must do to the readout.
+slider to move, and what that must do to the readout. For a Dropdown or
+ToggleButtons, give its label and the option to pick: Expect(option="..."),
+optionally with Expect(setup=((label, option), ...)) picked first.
 """
 
 import pytest
@@ -75,3 +77,16 @@ def test_harness_passes_a_working_panel(check_panel):
 def test_harness_catches_a_dead_slider(check_panel):
     with pytest.raises(AssertionError, match="did not change"):
         check_panel("fixtures/panel_broken.ipynb", "bits", Expect(timeout=5.0))
+
+
+def test_harness_picks_options(check_panel):
+    # ToggleButtons picked in setup, then a Dropdown option: outliers stretch min-max's
+    # range, so the SQNR falls (8-bit symmetric: 43.9 dB -> 30.6 dB).
+    check_panel("fixtures/panel_ok.ipynb", "data",
+                Expect(option="with outliers", trend=-1, plausible=(0.0, 60.0),
+                       setup=(("range", "symmetric"),)))
+
+
+def test_harness_catches_a_dead_dropdown(check_panel):
+    with pytest.raises(AssertionError, match="did not change"):
+        check_panel("fixtures/panel_broken.ipynb", "data", Expect(option="with outliers", timeout=5.0))

@@ -167,7 +167,8 @@ def quantization_panel(x, name: str = "x", **defaults) -> QuantizationPanel:
 # ---------------------------------------------------------------------------------------
 
 OUTLIERS, SIZE = (0, 20), (1.0, 50.0)  # the sliders' ranges
-OUTLIER_BITS, PERCENTILE = (2, 8), (99.0, 100.0)
+OUTLIER_BITS = (2, 8)
+PERCENTILES = (99.0, 99.5, 99.9, 99.95, 99.99, 99.995, 99.999, 100.0)  # the percentile slider's stops
 
 
 class OutlierPanel(Panel):
@@ -177,7 +178,8 @@ class OutlierPanel(Panel):
     (FloatSlider 1..50, the outliers' max as a multiple of max|x|), "pattern" (ToggleButtons:
     "scattered" values, or whole "channel"s scaled up, as in transformers; "channel" needs x with
     its channel dimension, `axis`), "bits" (IntSlider 2..8, every observer's grid) and
-    "percentile" (FloatSlider 99..100, the percentile observer's p). The readout and legend give
+    "percentile" (SelectionSlider over PERCENTILES, 99 to 100 by their nines: the percentile
+    observer's p). The readout and legend give
     each observer's SQNR on the original values, so the score is what the bulk of the activations
     suffers from the outliers the observer saw.
     """
@@ -190,7 +192,7 @@ class OutlierPanel(Panel):
         _check_slider("outliers", outliers, *OUTLIERS, kind=numbers.Integral)
         _check_slider("size", size, *SIZE)
         _check_slider("bits", bits, *OUTLIER_BITS, kind=numbers.Integral)
-        _check_slider("percentile", percentile, *PERCENTILE)
+        _check_option("percentile", percentile, {f"{p:g}": p for p in PERCENTILES})
         _check_option("pattern", pattern, {p: p for p in PATTERNS})
         channels = self.x.dim() >= 2 and -self.x.dim() <= axis < self.x.dim()
         if pattern == "channel" and not channels:
@@ -211,10 +213,10 @@ class OutlierPanel(Panel):
         self.bits = widgets.IntSlider(value=bits, min=OUTLIER_BITS[0], max=OUTLIER_BITS[1],
                                       description="bits", continuous_update=False,
                                       layout=widgets.Layout(width="250px"))
-        self.percentile = widgets.FloatSlider(value=percentile, min=PERCENTILE[0], max=PERCENTILE[1],
-                                              step=0.01, description="percentile", readout_format=".2f",
-                                              continuous_update=False, style=_WIDE,
-                                              layout=widgets.Layout(width="320px"))
+        self.percentile = widgets.SelectionSlider(
+            options=[(f"{p:g}", p) for p in PERCENTILES], value=percentile, description="percentile",
+            continuous_update=False, style=_WIDE, layout=widgets.Layout(width="320px"),
+        )
         self.readout = widgets.HTML()
         controls = {"outliers": self.outliers, "size": self.size, "pattern": self.pattern,
                     "bits": self.bits, "percentile": self.percentile}
@@ -231,12 +233,12 @@ class OutlierPanel(Panel):
         scores = score_observers(seen, observers, reference=self.x.flatten())
         self.readout.value = " · ".join(
             f"{n}: <b>{s['sqnr']:.1f} dB</b>" for n, s in scores.items()
-        ) + f" (SQNR on the original values; {bits}-bit grid, percentile {percentile:.2f})"
+        ) + f" (SQNR on the original values; {bits}-bit grid, percentile {percentile:g})"
         ranges = {n: s["range"] for n, s in scores.items()}
         legend = {n: f"SQNR {s['sqnr']:.1f} dB" for n, s in scores.items()}
         what = "values" if pattern == "scattered" else "channels"
         title = (f"{self.name}: {outliers} outlier {what} at {size:g} × max|x| · {bits}-bit grid · "
-                 f"percentile {percentile:.2f}")
+                 f"percentile {percentile:g}")
         fig = plots.plot_observer_ranges(seen, ranges, legend, title=title)
         self._last = (key, fig)
         return fig
@@ -256,7 +258,8 @@ def outlier_panel(x, observers: dict, name: str = "activation", **defaults):
     x: the activation (keep its channel dimension, `axis`, for the "channel" pattern);
     observers: name -> observer class or functools.partial (a fresh observer per draw);
     defaults: outliers (0..20), size (1..50), pattern ("scattered" or "channel"), bits (2..8),
-    percentile (99..100), the controls' starting values, and axis (the channel dimension, 1).
+    percentile (one of PERCENTILES, 99 to 100), the controls' starting values, and axis (the channel
+    dimension, 1).
     """
     return OutlierPanel(x, observers, name, **defaults)
 

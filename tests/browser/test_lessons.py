@@ -17,8 +17,8 @@ SQNR_PER_BIT = Expect(trend=+1, plausible=(0.0, 60.0), per_step=(3.0, 9.0))
 MINMAX_FALLS = Expect(readout=r"MinMax\D{0,20}?(-?\d+(?:\.\d+)?)\s*dB", trend=-1, plausible=(0.0, 60.0))
 
 # Lesson 02's outlier panel: fewer bits, a coarser grid (min-max's SQNR falls about 6 dB a bit:
-# 22.1 dB at 8 bits, 16.0 at 7, 9.9 at 6); another percentile, another clipping point
-# (99.99 -> 99.97: 40.2 -> 36.1 dB); a whole outlier channel is more than percentile clips (40.2 -> 25.9 dB).
+# 22.1 dB at 8 bits, 9.9 at 6); another percentile, another clipping point (99.99 -> 99.9, two stops:
+# 40.2 -> 31.6 dB); three whole outlier channels are more than percentile clips (40.2 -> 23.8 dB).
 LESSON_02 = "notebooks/02_observers_and_calibration.ipynb"
 MINMAX_PER_BIT = Expect(readout=MINMAX_FALLS.readout, trend=+1, plausible=(0.0, 60.0), per_step=(3.0, 9.0))
 PERCENTILE_DB = r"Percentile\D{0,20}?(-?\d+(?:\.\d+)?)\s*dB"

@@ -2,9 +2,10 @@
 
     quantize_with(x, bits, scheme, clip)      qparams and fake-quantized x at a panel's settings
     quantization_report(x, bits, scheme, clip) the same with the grid, SQNR, MSE and clipped share
-    inject_outliers(x, count, size, pattern)  x with a few values (or channels) made outliers
-    with_settings(observers, bits, percentile) the observer factories at another width / percentile
+    inject_outliers(x, count, size)           x with a few values replaced by size * max|x|
     score_observers(batches, observers)       calibrate each observer, then score its qparams
+    inject_outliers(..., pattern="channel")   whole channels scaled up instead (lesson 02's panel)
+    with_settings(observers, bits, percentile) the observer factories at another width / percentile
     observer_parity(batches_by_point)        qlab's observers against torch.ao's twins
     activation_bits_sweep(model, observers, ...) accuracy per activation observer and bit width
     Lesson 03 (dynamic quantization, MiniLM): listed at the head of its section

@@ -20,9 +20,8 @@ from IPython.display import Image, display
 
 import qlab
 
-from . import bench, plots
+from . import bench, experiments, plots
 from .experiments import (
-    PATTERNS,
     SCHEMES,
     check_factories,
     check_scheme,
@@ -193,7 +192,7 @@ class OutlierPanel(Panel):
         _check_slider("size", size, *SIZE)
         _check_slider("bits", bits, *OUTLIER_BITS, kind=numbers.Integral)
         _check_option("percentile", percentile, {f"{p:g}": p for p in PERCENTILES})
-        _check_option("pattern", pattern, {p: p for p in PATTERNS})
+        _check_option("pattern", pattern, {p: p for p in experiments.PATTERNS})
         channels = self.x.dim() >= 2 and -self.x.dim() <= axis < self.x.dim()
         if pattern == "channel" and not channels:
             raise ValueError(f"pattern='channel' needs x with channels along axis={axis}; x has shape "
@@ -206,7 +205,7 @@ class OutlierPanel(Panel):
                                         description="size (× max|x|)", continuous_update=False,
                                         style=_WIDE, layout=widgets.Layout(width="320px"))
         self.pattern = widgets.ToggleButtons(
-            options=list(PATTERNS), value=pattern, description="pattern", disabled=not channels,
+            options=list(experiments.PATTERNS), value=pattern, description="pattern", disabled=not channels,
             tooltips=["a few single values", "whole channels scaled up (a transformer's outlier features)"],
             style={**_WIDE, "button_width": "90px"},
         )

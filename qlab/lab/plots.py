@@ -346,6 +346,38 @@ def plot_calibration_curves(
     return fig
 
 
+def plot_observer_bits(bits, accuracy: Mapping[str, Sequence[float]], title: str = "",
+                       reference: float | None = None, zoom: tuple[float, float] | None = None,
+                       ylabel: str = "test accuracy (%)") -> Figure:
+    """Accuracy (a fraction, drawn in %) against the activations' bit width, one line per observer
+    (its colour, and its own marker shape); points are nudged apart along x so that observers
+    with the same accuracy stay visible. reference: the fp32 accuracy, a dotted line.
+    zoom: (lo, hi) in %: a second panel, on the right, shows the same lines on that range only."""
+    fig = Figure(figsize=(11 if zoom else 7.5, 4.4), layout="constrained")
+    axes = fig.subplots(1, 2, width_ratios=[1, 1]) if zoom else [fig.add_subplot()]
+    b = _np(bits)
+    n = len(accuracy)
+    for ax in axes:
+        for i, (name, acc) in enumerate(accuracy.items()):
+            color = OBSERVER_COLORS.get(name, PALETTE[i % len(PALETTE)])
+            ax.plot(b + 0.06 * (i - (n - 1) / 2), 100 * _np(acc), marker=MARKERS[i % len(MARKERS)], ms=6,
+                    color=color, label=name, lw=1.3, alpha=0.9)
+        if reference is not None:
+            ax.axhline(100 * reference, color=GREY, ls=":", lw=1.2, label=f"fp32 ({100 * reference:.1f} %)")
+        ax.set_xticks(b, [f"{v:g}" for v in b])
+        ax.set_xlabel("activation bits (unsigned grid of 2^bits levels)")
+        ax.grid(True, alpha=0.3)
+    axes[0].set_ylabel(ylabel)
+    axes[0].set_ylim(0, 102)
+    axes[0].legend(fontsize=9, loc="lower right")
+    axes[0].set_title(title or "Accuracy against the activations' bit width, per observer", loc="left")
+    if zoom:
+        axes[1].set_ylim(*zoom)
+        axes[1].set_ylabel(f"{ylabel}, {zoom[0]:g} to {zoom[1]:g} only")
+        axes[1].set_title("the same, zoomed in (points below the axis are left out)", fontsize=10)
+    return fig
+
+
 # ---------------------------------------------------------------------------------------
 # Lessons 03 and 04: dynamic and static quantization, speed
 # ---------------------------------------------------------------------------------------

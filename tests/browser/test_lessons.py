@@ -24,6 +24,14 @@ PER_CHANNEL_RESCUES = Expect(option="per-channel", trend=+1, plausible=(-1.0, 60
 # (More outliers of the same size leave min-max's range, and so its SQNR, where it was.)
 MINMAX_FALLS = Expect(readout=r"MinMax\D{0,20}?(-?\d+(?:\.\d+)?)\s*dB", trend=-1, plausible=(0.0, 60.0))
 
+# Lesson 02's outlier panel: fewer bits, a coarser grid (min-max's SQNR falls about 6 dB a bit:
+# 22.1 dB at 8 bits, 9.9 at 6); another percentile, another clipping point (99.99 -> 99.9, two stops:
+# 40.2 -> 31.6 dB); three whole outlier channels are more than percentile clips (40.2 -> 23.8 dB).
+LESSON_02 = "notebooks/02_observers_and_calibration.ipynb"
+MINMAX_PER_BIT = Expect(readout=MINMAX_FALLS.readout, trend=+1, plausible=(0.0, 60.0), per_step=(3.0, 9.0))
+PERCENTILE_DB = r"Percentile\D{0,20}?(-?\d+(?:\.\d+)?)\s*dB"
+PERCENTILE_CHANGES = Expect(readout=PERCENTILE_DB, trend=0, plausible=(0.0, 60.0))
+
 # A timing readout: it must change and stay plausible (timings are noisy, so no trend is asserted).
 # Lesson 03 loads MiniLM and times many models: about a minute under nbconvert, more in a browser.
 SPEEDUP_CHANGES = Expect(readout=r"torch\.ao int8 (\d+(?:\.\d+)?)x fp32", trend=0, plausible=(0.01, 100.0),
@@ -68,6 +76,10 @@ PANELS = [
     pytest.param(LESSON_01, "granularity", PER_CHANNEL_RESCUES, id="01-granularity"),
     pytest.param("notebooks/02_observers_and_calibration.ipynb", "size (× max|x|)", MINMAX_FALLS,
                  id="02-outlier-size"),
+    pytest.param(LESSON_02, "bits", MINMAX_PER_BIT, id="02-outlier-bits"),
+    pytest.param(LESSON_02, "percentile", PERCENTILE_CHANGES, id="02-outlier-percentile"),
+    pytest.param(LESSON_02, "pattern", Expect(option="channel", readout=PERCENTILE_DB, trend=-1,
+                                              plausible=(0.0, 60.0)), id="02-outlier-pattern"),
     pytest.param("notebooks/03_dynamic_quantization.ipynb", "hidden size", SPEEDUP_CHANGES,
                  id="03-hidden-size"),
     pytest.param("notebooks/03_dynamic_quantization.ipynb", "α", COSINE_CHANGES, id="03-smoothquant-alpha"),

@@ -943,7 +943,7 @@ class PathsPanel(SpeedPanel):
         readout = (f"{head}: latency {r['ms'][path]:.2f} ms per {c['unit']} · {r['speedup'][path]:.2f}x the "
                    f"best fp32 ({r['baseline']}, measured now) · {c['quality_name']} {quality}"
                    f" · {_threads(self.threads)}" + _busy(r))
-        return readout, f"{r['model']}, {c['unit']}: every path timed now; selected: {path}"
+        return readout, f"{r['model']}: every path timed now; selected: {path}"
 
 
 def paths_panel(choices: dict, **defaults) -> PathsPanel:

@@ -24,7 +24,7 @@ from .experiments import embedding_quality
 EPS = torch.finfo(torch.float32).eps
 BATCH = 64  # the batch every CNN path is timed at (lesson 04's)
 PATHS = ("fp32 eager", "fp32 compiled", "torch.ao int8 eager", "torch.ao int8 compiled", "PT2E int8 eager",
-         "PT2E int8 compiled")
+         "PT2E int8 compiled", "PT2E int8 compiled, no freezing")
 
 
 def quiet() -> None:
@@ -128,7 +128,8 @@ def _configs() -> dict[str, Callable]:
     from torchao.quantization import PerGroup
 
     return {
-        "Int8DynamicActivationInt8WeightConfig": lambda: tq.Int8DynamicActivationInt8WeightConfig(),
+        "Int8DynamicActivationInt8WeightConfig":
+            lambda: tq.Int8DynamicActivationInt8WeightConfig(set_inductor_config=False),
         "Int8WeightOnlyConfig": lambda: tq.Int8WeightOnlyConfig(),
         "Int4WeightOnlyConfig": lambda: tq.Int4WeightOnlyConfig(group_size=32),
         "IntxWeightOnlyConfig(int4, group 32)":
@@ -231,8 +232,9 @@ def export(model: nn.Module, example: torch.Tensor, dynamic_batch: bool = True, 
 
 def pt2e_int8(model: nn.Module, calib: torch.Tensor, dynamic_batch: bool = True, batch_size: int = BATCH):
     """PT2E static int8 of a float model: export, prepare_pt2e with X86InductorQuantizer's default
-    config (uint8 affine activations from a histogram observer, int8 per-channel symmetric weights:
-    get_default_qconfig("x86")'s choice), calibrate on calib in batches, convert_pt2e.
+    config (uint8 affine activations over all 8 bits, 0..255, from a histogram observer; int8
+    per-channel symmetric weights; get_default_qconfig("x86") differs in using reduce_range,
+    codes 0..127), calibrate on calib in batches, convert_pt2e.
     The result still runs eagerly, on quantize / dequantize nodes around float ops; torch.compile
     fuses them into int8 kernels."""
     quiet()
@@ -333,6 +335,7 @@ def cnn_paths(model: nn.Module, calib: torch.Tensor, x: torch.Tensor, y: torch.T
                                 tensors and runs them eagerly (its warnings are silenced by quiet())
         PT2E int8 eager         pt2e_int8's graph as it is: quantize / dequantize around float ops
         PT2E int8 compiled      the same graph, compile_frozen: inductor fuses it into int8 kernels
+        PT2E int8 compiled, no freezing    the same, with freezing off: the weights stay inputs
 
     Shapes are static, so each compiled path compiles once per batch size.
     Returns {"rows": {path: {"accuracy", "ms": {batch: ms}, "speedup": {batch: best fp32 ms / ms},
@@ -351,7 +354,10 @@ def cnn_paths(model: nn.Module, calib: torch.Tensor, x: torch.Tensor, y: torch.T
         build_s = time.perf_counter() - start
         ao = torch_ao_int8(model, calib)
         eager = {"fp32 eager": fused, "torch.ao int8 eager": ao, "PT2E int8 eager": pt2e}
-        to_compile = {"fp32 compiled": fused, "torch.ao int8 compiled": ao, "PT2E int8 compiled": pt2e}
+        # the no-freezing variant compiles a copy: dynamo caches compiled code per module's forward,
+        # and the inductor config is not part of its guards, so the same module would reuse the frozen code
+        to_compile = {"fp32 compiled": fused, "torch.ao int8 compiled": ao, "PT2E int8 compiled": pt2e,
+                      "PT2E int8 compiled, no freezing": copy.deepcopy(pt2e)}
         models = dict(eager)
         for b in batches:
             example = x[:b]
@@ -360,7 +366,8 @@ def cnn_paths(model: nn.Module, calib: torch.Tensor, x: torch.Tensor, y: torch.T
                    "fp32 channels_last": functools.partial(cl, example_cl),
                    **{p: functools.partial(m, example) for p, m in eager.items() if p != "fp32 eager"}}
             for path, m in to_compile.items():
-                compiled, rows[path]["compile_s"][b] = compile_frozen(m, example)
+                freezing = not path.endswith("no freezing")
+                compiled, rows[path]["compile_s"][b] = compile_frozen(m, example, freezing=freezing)
                 fns[path] = functools.partial(compiled, example)
                 if b == BATCH or path not in models:
                     models[path] = compiled  # accuracy runs in batches of 64: the batch-64 compile
@@ -506,9 +513,16 @@ def panel_choices(cnn_results: Mapping[str, dict], minilm_result: Mapping | None
     out = {}
     for name, r in cnn_results.items():
         for b in r["batches"]:
+            eager = f"fp32 eager ({r['fp32_layout'][b]})"  # the best fp32 layout, named
+
+            def named(p, eager=eager):
+                return eager if p == "fp32 eager" else p
+
             out[f"{name} · batch {b}"] = {
-                "paths": dict(_CNN_PATHS), "runs": dict(r["runs"][b]), "baseline": r["baseline"][b],
-                "quality": {p: row["accuracy"] for p, row in r["rows"].items()}, "quality_name": "accuracy",
+                "paths": {k: named(p) for k, p in _CNN_PATHS.items()},
+                "runs": {named(p): f for p, f in r["runs"][b].items() if not p.endswith("no freezing")},
+                "baseline": named(r["baseline"][b]), "quality_name": "accuracy",
+                "quality": {named(p): row["accuracy"] for p, row in r["rows"].items()},
                 "unit": f"batch of {b} image" + ("s" if b > 1 else ""), "notes": {}}
     if minilm_result is not None:
         paths = dict(_MINILM_PATHS)

@@ -388,15 +388,19 @@ CONFIG_STYLES = {
     "torch.ao int8": (BLUE, "s", "//"),
     "qlab int8": (ORANGE, "^", ".."),
     "dynamic int8": (GREEN, "D", "xx"),
+    "PT2E int8": (PURPLE, "P", "\\\\"),
+    "torchao int8": (PURPLE, "X", "\\\\"),
 }
+COMPILED_HATCH = "oo"  # lesson 07: a compiled path keeps its method's colour and gets this hatch
 
 
 def _config_style(name: str, i: int) -> tuple[str, str, str]:
-    """(colour, marker, hatch) of a configuration: by its name's prefix, else by its position."""
-    for prefix, style in CONFIG_STYLES.items():
-        if name.startswith(prefix):
-            return style
-    return PALETTE[i % len(PALETTE)], MARKERS[i % len(MARKERS)], ("\\\\", "++", "--", "oo")[i % 4]
+    """(colour, marker, hatch) of a configuration: by its name's prefix, else by its position; a
+    name with "compiled" in it gets COMPILED_HATCH, so eager and compiled differ by pattern too."""
+    style = next((s for prefix, s in CONFIG_STYLES.items() if name.startswith(prefix)), None)
+    if style is None:
+        style = PALETTE[i % len(PALETTE)], MARKERS[i % len(MARKERS)], ("\\\\", "++", "--", "||")[i % 4]
+    return (style[0], style[1], COMPILED_HATCH) if "compiled" in name else style
 
 
 def _wide(values, factor: float = 10.0) -> bool:
@@ -423,7 +427,8 @@ def plot_latency(results: Mapping, title: str = "") -> Figure:
 
     results: what qlab.lab.bench.time_dynamic / time_cnn return: "ms" {config: ms}, "speedup"
     {config: baseline ms / ms} and "baseline" (the fp32 configuration the ratios divide by);
-    optionally "marked", a configuration drawn with a thick outline and "◀ selected".
+    optionally "marked", a configuration drawn with a thick outline and "◀ selected", and "labels",
+    {config: text} added after its time (e.g. its accuracy).
     Bars differ by hatch as well as colour; the time axis is logarithmic when the times span
     more than 10x (qlab's own integer path can be 100x slower than torch's kernels).
     """
@@ -433,13 +438,14 @@ def plot_latency(results: Mapping, title: str = "") -> Figure:
     fig = Figure(figsize=(8.5, 0.55 * len(names) + 1.6), layout="constrained")
     ax = fig.add_subplot()
     y = np.arange(len(names))
-    marked = results.get("marked")
+    marked, extra = results.get("marked"), results.get("labels", {})
     for i, name in enumerate(names):
         color, _, hatch = _config_style(name, i)
         ax.barh(i, ms[name], color=color, hatch=hatch, edgecolor="black", lw=2.5 if name == marked else 0.6,
                 height=0.65)
         note = "baseline, 1.00x" if name == baseline else f"{ratio[name]:.2f}x fp32"
-        ax.text(ms[name], i, f"  {fmt_ms(ms[name])} ms · {note}" + ("  ◀ selected" if name == marked else ""),
+        text = f"  {fmt_ms(ms[name])} ms · {note}" + (f" · {extra[name]}" if name in extra else "")
+        ax.text(ms[name], i, text + ("  ◀ selected" if name == marked else ""),
                 va="center", fontsize=9, fontweight="bold" if name == marked else "normal")
     ax.set_yticks(y, [f"{n} (best fp32)" if n == baseline and n != "fp32" else n for n in names])
     ax.set_ylim(len(names) - 0.5, -0.5)

@@ -914,21 +914,25 @@ class PathsPanel(SpeedPanel):
             "method": widgets.Dropdown(options=list(METHODS), value=method, description="method", style=_WIDE,
                                        layout=widgets.Layout(width="330px")),
             "mode": widgets.ToggleButtons(options=list(MODES), value=mode, description="run", style=_WIDE),
+            "threads": _int_slider(threads, *_threads_range(), "threads"),
         }
         self.readout = widgets.HTML()
         self.output = widgets.interactive_output(self._draw, self.controls)
         top = widgets.HBox([self.controls["model"], self.controls["method"]])
-        super().__init__([top, self.controls["mode"], self.readout, self.output])
+        super().__init__([top, widgets.HBox([self.controls["mode"], self.controls["threads"]]), self.readout,
+                          self.output])
 
-    def _measure(self, model: str, method: str, mode: str) -> dict:
+    def _measure(self, model: str, method: str, mode: str, threads: int) -> dict:
         c = self.choices[model]
-        with bench.settings(self.threads):
+        with bench.settings(threads):
             ms, spread = bench._timed(c["runs"], self.min_run_time)
         fp32 = [p for p in ms if p.startswith("fp32")]
         best = min(fp32, key=ms.get)
         path = c["paths"].get((method, mode))
+        quality = {p: _quality(c, p) for p in ms}
         return {"ms": ms, "speedup": bench.speedups(ms, best), "baseline": best, "marked": path,
-                "spread": spread, "model": model, "method": method, "mode": mode,
+                "labels": quality, "spread": spread, "model": model, "method": method, "mode": mode,
+                "threads": threads,
                 "note": c["notes"].get((method, mode), "not a path of this model")}
 
     def _describe(self, r: dict) -> tuple[str, str]:
@@ -938,12 +942,17 @@ class PathsPanel(SpeedPanel):
         if path is None:
             title = f"{r['model']}: {r['method']}, {r['mode']}: not measured"
             return f"{head}: {r['note']}" + _busy(r), title
-        q = c["quality"][path]
-        quality = f"{100 * q:.2f} %" if c["quality_name"] == "accuracy" else f"{q:.4f}"
         readout = (f"{head}: latency {r['ms'][path]:.2f} ms per {c['unit']} · {r['speedup'][path]:.2f}x the "
-                   f"best fp32 ({r['baseline']}, measured now) · {c['quality_name']} {quality}"
-                   f" · {_threads(self.threads)}" + _busy(r))
+                   f"best fp32 ({r['baseline']}, measured now) · {_quality(c, path)}"
+                   f" · {_threads(r['threads'])}" + _busy(r))
         return readout, f"{r['model']}: every path timed now; selected: {path}"
+
+
+def _quality(choice: dict, path: str) -> str:
+    q = choice["quality"][path]
+    if choice["quality_name"] == "accuracy":
+        return f"accuracy {100 * q:.2f} %"
+    return f"{choice['quality_name']} {q:.4f}"
 
 
 def paths_panel(choices: dict, **defaults) -> PathsPanel:

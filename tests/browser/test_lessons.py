@@ -67,7 +67,7 @@ MORE_INT8 = Expect(readout=r"int8 deployed for (\d) of 4", trend=+1, plausible=(
 EAGER_IS_SLOWER = Expect(readout=r"latency (\d+(?:\.\d+)?) ms", trend=+1, plausible=(0.01, 10_000.0),
                          option="eager", timeout=90.0, run_timeout=600.0)
 OTHER_MODEL_CHANGES = Expect(readout=r"latency (\d+(?:\.\d+)?) ms", trend=0, plausible=(0.01, 10_000.0),
-                             option="MiniLM", timeout=90.0, run_timeout=600.0)
+                             option="MiniLM · 64 sentences", timeout=90.0, run_timeout=600.0)
 LESSON_07 = "notebooks/07_torchao_and_pt2e.ipynb"
 
 PANELS = [

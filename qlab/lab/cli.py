@@ -7,7 +7,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import platform
+import shutil
 import sys
 
 import torch
@@ -27,6 +29,16 @@ def _cpu_flags() -> set[str]:
     return set()
 
 
+def _cpp_compiler() -> str | None:
+    """The C++ compiler torch.compile's CPU backend (inductor) would call: $CXX, else c++ / g++ /
+    clang++ on the PATH; None if there is none."""
+    for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
+        path = shutil.which(name) if name else None
+        if path:
+            return path
+    return None
+
+
 def doctor() -> int:
     """Print what the lessons depend on; return 1 if something they need is missing."""
     ok = True
@@ -42,7 +54,11 @@ def doctor() -> int:
         vnni = "avx512_vnni" in flags or "avx_vnni" in flags
         print(f"cpu           avx2={'avx2' in flags} avx512={'avx512f' in flags} vnni={vnni}"
               + ("" if vnni else "  (int8 speedups will be smaller without VNNI)"))
-    for name in ("torchvision", "matplotlib", "ipywidgets", "jupyterlab", "sklearn", "tqdm"):
+    compiler = _cpp_compiler()
+    missing = "MISSING: lesson 07 compiles models with torch.compile, which needs one"
+    print(f"c++ compiler  {compiler or missing}")
+    ok = ok and compiler is not None
+    for name in ("torchvision", "matplotlib", "ipywidgets", "jupyterlab", "sklearn", "torchao", "tqdm"):
         try:
             mod = __import__(name)
             print(f"{name:<13} {getattr(mod, '__version__', 'installed')}")

@@ -236,6 +236,9 @@ def test_plot_observer_bits():
     assert [t.get_text() for t in ax.get_xticklabels()] == ["3", "4", "8"]
     assert "bits" in ax.get_xlabel() and "%" in ax.get_ylabel()
     assert [t.get_text() for t in ax.get_legend().get_texts()][-1] == "fp32 (99.4 %)"
-    zoomed = plots.plot_observer_bits([3, 4, 8], acc, zoom=(75, 100))
+    assert ax.get_title() == "Accuracy against the activations' bit width, per observer"
+    zoomed = plots.plot_observer_bits([3, 4, 8], acc, zoom=(75, 100), title="T")
     assert len(zoomed.axes) == 2 and zoomed.axes[1].get_ylim() == (75, 100)
+    # one title over both panels: a long one on the left panel ran into the right one's
+    assert zoomed.get_suptitle() == "T" and zoomed.axes[0].get_title() != "T"
     assert [ln.get_marker() for ln in zoomed.axes[1].lines] == list(plots.MARKERS[:3])

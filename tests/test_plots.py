@@ -69,7 +69,15 @@ def test_plot_step_sizes():
     m = [0.01, 0.1, 1.0, 10.0]
     fig = plots.plot_step_sizes(m, {"float32": [1e-9, 1e-8, 1e-7, 1e-6], "int8": [0.01] * 4})
     _labelled(fig)
-    assert fig.axes[0].get_xscale() == "log"
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log"
+    # a value rounds to 0 once the step exceeds twice it: the line is step = 2|x|, not |x|
+    (zero_line,) = [ln for ln in ax.get_lines() if ln.get_label().startswith("step = 2|x|")]
+    assert list(zero_line.get_ydata()) == pytest.approx([2 * v for v in m])
+    assert "rounds to 0" in zero_line.get_label()
+    legend = ax.get_legend()  # outside the axes, on the right, so it covers no curve
+    fig.canvas.draw()
+    assert legend.get_window_extent().x0 >= ax.get_window_extent().x1
 
 
 def test_plot_sqnr_vs_bits():
@@ -276,14 +284,41 @@ def test_observer_ranges_go_symlog_when_outliers_squeeze_the_bulk():
     wide.canvas.draw()
     assert wide.axes[0].get_xscale() == "symlog"
     assert "logarithmic beyond" in wide.axes[1].get_xlabel()
-    assert 40.0 in [round(t, 6) for t in wide.axes[1].get_xticks()]
+    assert "±" not in wide.axes[1].get_xlabel()  # the values are all >= 0
+    ticks = [round(t, 6) for t in wide.axes[1].get_xticks()]
+    assert 40.0 in ticks
+    bulk = float(torch.quantile(v, 0.999))
+    assert [t for t in ticks if bulk * 1.01 < t < 40.0] == [5.0, 10.0, 20.0]  # round numbers in the log part
+    signed = v.clone()
+    signed[3:10000] *= -1
+    both = plots.plot_observer_ranges(signed, {"MinMax": (float(signed.min()), 40.0)})
+    both.canvas.draw()
+    assert "linear up to ±" in both.axes[1].get_xlabel()
+    assert min(both.axes[1].get_xticks()) < 0 < max(both.axes[1].get_xticks())
+
+
+def test_symlog_ticks_keep_labels_apart():
+    from matplotlib.figure import Figure
+
+    ax = Figure().add_subplot()
+    ax.set_xscale("symlog", linthresh=7.3, linscale=2.0)
+    t = ax.xaxis.get_transform()
+    ticks = plots._symlog_ticks(t, 0.0, 599.0, 7.3)
+    assert ticks[:3] == pytest.approx([0.0, 3.65, 7.3]) and ticks[-1] == 599.0
+    pos = [float(t.transform([x])[0]) for x in ticks]
+    span = pos[-1] - pos[0]
+    assert all(np.diff(pos) >= 0.05 * span)
+    assert len(ticks) >= 6  # some round numbers between 7.3 and 599
 
 
 def test_channel_ranges_tell_the_two_scales_apart_by_shape():
     lo, hi = -torch.rand(16), torch.rand(16)
     fig = plots.plot_channel_ranges(lo, hi, torch.full((16,), 20.0), torch.full((16,), 30.0))
     markers = {ln.get_label(): ln.get_marker() for ln in fig.axes[1].get_lines()}
-    assert markers == {"per-tensor scale (hollow squares)": "s", "per-channel scale (dots)": "o"}
+    assert markers == {"per-tensor scale\n(hollow squares)": "s", "per-channel scale\n(dots)": "o"}
+    fig.canvas.draw()
+    for ax in fig.axes:  # the legends sit outside the axes, so they hide no channel's marker
+        assert ax.get_legend().get_window_extent().x0 >= ax.get_window_extent().x1
 
 
 def test_plot_quantization_per_channel_names_the_row_and_shades_nothing(quantized):

@@ -43,7 +43,7 @@ def plot_step_sizes(magnitudes, steps: Mapping[str, Sequence[float]], title: str
     steps: label -> one step per magnitude (NaN where the format cannot hold |x|). Float
     formats have steps that grow with |x|; an integer grid has one step, its scale.
     """
-    fig = Figure(figsize=(7.5, 4.2), layout="constrained")
+    fig = Figure(figsize=(9, 4.2), layout="constrained")
     ax = fig.add_subplot()
     m = _np(magnitudes)
     for i, (label, s) in enumerate(steps.items()):
@@ -51,13 +51,14 @@ def plot_step_sizes(magnitudes, steps: Mapping[str, Sequence[float]], title: str
         flat = np.nanmax(s) == np.nanmin(s)
         ax.plot(m, s, ls="--" if flat else "-", marker=None if flat else MARKERS[i % len(MARKERS)], ms=3,
                 color=PALETTE[i % len(PALETTE)], label=label)
-    ax.plot(m, m, color=GREY, ls=":", lw=1.2, label="step = |x| (a step above it: |x| rounds to 0)")
+    # x rounds to 0 once |x| < step / 2 (on a grid with 0 as a level): above the line step = 2|x|
+    ax.plot(m, 2 * m, color=GREY, ls=":", lw=1.2, label="step = 2|x|: above it,\n|x| rounds to 0")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("magnitude |x|")
     ax.set_ylabel("step to the next representable value")
     ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize=9)
+    ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: it hides no curve
     ax.set_title(title or "Float steps grow with |x|; an integer grid has one step: the scale")
     return fig
 
@@ -221,27 +222,28 @@ def plot_channel_ranges(
     lo, hi = _np(ch_min), _np(ch_max)
     s_t, s_c = _np(sqnr_per_tensor), _np(sqnr_per_channel)
     ch = np.arange(len(lo))
-    fig = Figure(figsize=(9, 6.2), layout="constrained")
+    fig = Figure(figsize=(10, 6.2), layout="constrained")
     ax, ax_s = fig.subplots(2, 1, sharex=True)
     ax.vlines(ch, lo, hi, color=BLUE, lw=1.2)
     if symmetric:
         amax = max(-lo.min(), hi.max(), 0.0)
-        ends, label = (-amax, amax), "per-tensor symmetric grid: ±max|x|"
+        ends, label = (-amax, amax), "per-tensor symmetric\ngrid: ±max|x|"
     else:
-        ends, label = (min(lo.min(), 0.0), max(hi.max(), 0.0)), "per-tensor grid: the tensor's [min, max]"
+        ends, label = (min(lo.min(), 0.0), max(hi.max(), 0.0)), "per-tensor grid:\nthe tensor's [min, max]"
     ax.axhline(ends[0], color=ORANGE, ls="--", lw=1.2, label=label)
     ax.axhline(ends[1], color=ORANGE, ls="--", lw=1.2)
     ax.set_ylabel("weight value")
     ax.set_title(title or "Each output channel's [min, max]")
-    ax.legend(loc="upper right", fontsize=9)
+    outside = dict(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9)  # the legends hide no point
+    ax.legend(**outside)
 
     # different shapes, not only colours; hollow squares under small dots, so neither hides the other
-    ax_s.plot(ch, s_t, "s", mfc="none", mec=ORANGE, ms=4, mew=0.8, label="per-tensor scale (hollow squares)")
-    ax_s.plot(ch, s_c, "o", color=BLUE, ms=2, label="per-channel scale (dots)")
+    ax_s.plot(ch, s_t, "s", mfc="none", mec=ORANGE, ms=4, mew=0.8, label="per-tensor scale\n(hollow squares)")
+    ax_s.plot(ch, s_c, "o", color=BLUE, ms=2, label="per-channel scale\n(dots)")
     ax_s.set_xlabel("output channel")
     ax_s.set_ylabel("SQNR of the channel (dB)")
     ax_s.grid(True, alpha=0.3)
-    ax_s.legend(loc="center right", fontsize=9, markerscale=2)
+    ax_s.legend(**outside, markerscale=2)
     ax_s.set_title("Quality of each channel after int8 quantization", fontsize=10)
     return fig
 
@@ -296,18 +298,42 @@ def plot_observer_ranges(
     ax_r.set_yticks(range(len(names)), names)
     ax_r.set_ylim(len(names) - 0.5, -0.5)
     if wide:
-        far = float(np.abs(v).max())
-        first, last = int(np.ceil(np.log10(bulk * 1.5))), int(np.floor(np.log10(far)))
-        decades = [10.0**k for k in range(first, last + 1)]
-        pos = [0.0, bulk / 2, bulk] + [d for d in decades if d < far / 1.5] + [far]  # no two labels collide
-        ticks = sorted({*(t for t in pos if t <= v.max() * 1.01), *(-t for t in pos if -t >= v.min() * 1.01)})
+        ticks = _symlog_ticks(ax_r.xaxis.get_transform(), float(v.min()), float(v.max()), bulk)
         ax_r.set_xticks(ticks, [f"{t:.3g}" for t in ticks])
         ax_r.xaxis.set_minor_locator(LogLocator(subs=()))
-    ax_r.set_xlabel(f"value (linear up to ±{bulk:.3g}, where 99.9 % of the values lie; logarithmic beyond)"
-                    if wide else "value")
+        up_to = f"{bulk:.3g}" if v.min() >= 0 else f"±{bulk:.3g}"
+        ax_r.set_xlabel(f"value (linear up to {up_to}, where 99.9 % of the values lie; logarithmic beyond)")
+    else:
+        ax_r.set_xlabel("value")
     ax_r.grid(True, axis="x", alpha=0.3)
     ax_r.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
     return fig
+
+
+def _symlog_ticks(transform, vmin: float, vmax: float, bulk: float, gap: float = 0.05) -> list[float]:
+    """Ticks for a symlog axis that is linear up to ±bulk: 0, bulk/2 and bulk, the extremes beyond it,
+    and round numbers (1, 2, 3, 5 times a power of ten) in the logarithmic part, each kept only if it
+    lies at least `gap` of the axis from every tick kept before it, so no two labels collide."""
+    far = max(abs(vmin), abs(vmax))
+    slack = 1e-6 * far  # float round-off only: no tick outside the data
+
+    def inside(t):
+        return vmin - slack <= t <= vmax + slack
+
+    must = [t for p in (0.0, bulk / 2, bulk) for t in (p, -p) if inside(t)]
+    must += [t for t in (vmin, vmax) if abs(t) > bulk]  # the farthest value on each side
+
+    def pos(t):  # where t lies on the axis
+        return float(np.ravel(transform.transform(np.array([t])))[0])
+
+    span = pos(vmax) - pos(vmin)
+    kept = sorted(set(must))
+    decades = range(int(np.floor(np.log10(bulk))), int(np.ceil(np.log10(far))) + 1)
+    nice = sorted((m * 10.0**k for k in decades for m in (1, 2, 3, 5)))
+    for t in (c for r in nice if bulk < r < far for c in (r, -r)):
+        if inside(t) and all(abs(pos(t) - pos(k)) >= gap * span for k in kept):
+            kept.append(t)
+    return sorted(kept)
 
 
 def plot_calibration_curves(
@@ -370,11 +396,16 @@ def plot_observer_bits(bits, accuracy: Mapping[str, Sequence[float]], title: str
     axes[0].set_ylabel(ylabel)
     axes[0].set_ylim(0, 102)
     axes[0].legend(fontsize=9, loc="lower right")
-    axes[0].set_title(title or "Accuracy against the activations' bit width, per observer", loc="left")
-    if zoom:
+    title = title or "Accuracy against the activations' bit width, per observer"
+    if zoom:  # one title over both panels, so that neither panel's title runs into the other's
+        fig.suptitle(title)
+        axes[0].set_title("all of it, 0 to 100 %", fontsize=10)
         axes[1].set_ylim(*zoom)
         axes[1].set_ylabel(f"{ylabel}, {zoom[0]:g} to {zoom[1]:g} only")
-        axes[1].set_title("the same, zoomed in (points below the axis are left out)", fontsize=10)
+        axes[1].set_title(f"zoomed in to {zoom[0]:g}–{zoom[1]:g} % (points below it are left out)",
+                          fontsize=10)
+    else:
+        axes[0].set_title(title)
     return fig
 
 

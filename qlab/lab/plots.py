@@ -486,7 +486,7 @@ def plot_latency(results: Mapping, title: str = "") -> Figure:
         _log_axis(ax.xaxis)
         ax.set_xlim(min(ms.values()) / 2, max(ms.values()) * 12)
     else:
-        ax.set_xlim(0, max(ms.values()) * 1.6)
+        ax.set_xlim(0, max(ms.values()) * (2.1 if extra else 1.6))  # room for the labels
     ax.set_xlabel("median latency per call (ms" + (", log scale)" if log else ")")
                   + ";  ratio = fp32 time / time, above 1 is faster")
     ax.set_ylabel("configuration")

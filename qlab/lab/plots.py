@@ -421,6 +421,7 @@ CONFIG_STYLES = {
     "dynamic int8": (GREEN, "D", "xx"),
     "PT2E int8": (PURPLE, "P", "\\\\"),
     "torchao int8": (PURPLE, "X", "\\\\"),
+    "torch.ao quantize_dynamic": (BLUE, "v", "//"),
 }
 COMPILED_HATCH = "oo"  # lesson 07: a compiled path keeps its method's colour and gets this hatch
 
@@ -466,10 +467,11 @@ def plot_latency(results: Mapping, title: str = "") -> Figure:
     ms, ratio = dict(results["ms"]), dict(results["speedup"])
     baseline = results.get("baseline")
     names = list(ms)
-    fig = Figure(figsize=(8.5, 0.55 * len(names) + 1.6), layout="constrained")
+    extra = results.get("labels", {})
+    fig = Figure(figsize=(11 if extra else 8.5, 0.55 * len(names) + 1.6), layout="constrained")
     ax = fig.add_subplot()
     y = np.arange(len(names))
-    marked, extra = results.get("marked"), results.get("labels", {})
+    marked = results.get("marked")
     for i, name in enumerate(names):
         color, _, hatch = _config_style(name, i)
         ax.barh(i, ms[name], color=color, hatch=hatch, edgecolor="black", lw=2.5 if name == marked else 0.6,
@@ -486,7 +488,7 @@ def plot_latency(results: Mapping, title: str = "") -> Figure:
         _log_axis(ax.xaxis)
         ax.set_xlim(min(ms.values()) / 2, max(ms.values()) * 12)
     else:
-        ax.set_xlim(0, max(ms.values()) * (2.1 if extra else 1.6))  # room for the labels
+        ax.set_xlim(0, max(ms.values()) * (2.4 if extra else 1.6))  # room for the labels
     ax.set_xlabel("median latency per call (ms" + (", log scale)" if log else ")")
                   + ";  ratio = fp32 time / time, above 1 is faster")
     ax.set_ylabel("configuration")

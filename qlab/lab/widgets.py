@@ -945,7 +945,7 @@ class PathsPanel(SpeedPanel):
         readout = (f"{head}: latency {r['ms'][path]:.2f} ms per {c['unit']} · {r['speedup'][path]:.2f}x the "
                    f"best fp32 ({r['baseline']}, measured now) · {_quality(c, path)}"
                    f" · {_threads(r['threads'])}" + _busy(r))
-        return readout, f"{r['model']}: every path timed now; selected: {path}"
+        return readout, f"{r['model']}: every path timed now (the selected one outlined)"
 
 
 def _quality(choice: dict, path: str) -> str:

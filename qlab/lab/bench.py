@@ -368,6 +368,18 @@ def calibration_batches(n: int = 2, batch: int = 8, seed: int = 0) -> list[torch
     return [torch.randn(batch, *IMAGE, generator=gen) for _ in range(n)]
 
 
+def torch_ao_static(fused: nn.Module, calibration) -> nn.Module:
+    """torch.ao's classic static int8 of a fused model: a copy prepared with
+    get_default_qconfig(ENGINE), run on each calibration batch, converted."""
+    ao = copy.deepcopy(fused).eval()
+    ao.qconfig = tq.get_default_qconfig(ENGINE)
+    tq.prepare(ao, inplace=True)
+    with torch.no_grad():
+        for x in calibration:
+            ao(x)
+    return tq.convert(ao, inplace=True).eval()
+
+
 def cnn_variants(model: nn.Module, calibration) -> dict[str, nn.Module]:
     """The int8 models one fp32 lesson CNN (eval mode, batch norm not yet folded) becomes.
 
@@ -379,17 +391,13 @@ def cnn_variants(model: nn.Module, calibration) -> dict[str, nn.Module]:
     fused = copy.deepcopy(model).eval()
     fused.fuse_model()
     with settings(threads=1), torch.no_grad():  # building is not timed; one thread is robust on a busy CPU
-        ao = copy.deepcopy(fused)
-        ao.qconfig = tq.get_default_qconfig(ENGINE)
-        tq.prepare(ao, inplace=True)
+        ao = torch_ao_static(fused, calibration)
         ours = qlab.prepare(fused, qlab.get_default_qconfig(ENGINE))
         for x in calibration:
-            ao(x)
             ours(x)
-        tq.convert(ao, inplace=True)
         ours = qlab.convert(ours)
         dynamic = tq.quantize_dynamic(fused, {nn.Linear}, dtype=torch.qint8)
-    return {"fp32": fused, "torch.ao int8": ao.eval(), "qlab int8": ours, "dynamic int8": dynamic}
+    return {"fp32": fused, "torch.ao int8": ao, "qlab int8": ours, "dynamic int8": dynamic}
 
 
 @functools.lru_cache(maxsize=4)

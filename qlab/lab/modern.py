@@ -264,16 +264,10 @@ def static_batch_failure(model: nn.Module, calib: torch.Tensor, batch_size: int 
 
 
 def torch_ao_int8(model: nn.Module, calib: torch.Tensor, batch_size: int = BATCH) -> nn.Module:
-    """Lesson 04's classic path: fuse, prepare with get_default_qconfig("x86"), calibrate, convert."""
-    tq = torch.ao.quantization
-    m = copy.deepcopy(model).eval()
-    m.fuse_model()
-    m.qconfig = tq.get_default_qconfig("x86")
-    tq.prepare(m, inplace=True)
-    with torch.no_grad():
-        for b in calib.split(batch_size):
-            m(b)
-    return tq.convert(m, inplace=True).eval()
+    """Lesson 04's classic path: fuse, then bench.torch_ao_static (get_default_qconfig("x86"))."""
+    fused = copy.deepcopy(model).eval()
+    fused.fuse_model()
+    return bench.torch_ao_static(fused, calib.split(batch_size))
 
 
 def compile_frozen(model: nn.Module, example, freezing: bool = True) -> tuple[Callable, float]:
@@ -318,7 +312,10 @@ def predict(model: Callable, x: torch.Tensor, batch_size: int = BATCH) -> torch.
 
 
 def accuracy(model: Callable, x: torch.Tensor, y: torch.Tensor, batch_size: int = BATCH) -> float:
-    return float((predict(model, x, batch_size).argmax(1) == y).float().mean())
+    """Top-1 accuracy of model on x, through predict (one batch shape)."""
+    from .static_ptq import accuracy as top1
+
+    return top1(predict(model, x, batch_size), y)
 
 
 def cnn_paths(model: nn.Module, calib: torch.Tensor, x: torch.Tensor, y: torch.Tensor,

@@ -134,6 +134,7 @@ def test_plot_latency_writes_each_ratio_in_ms():
     assert ax.get_title() == "LSTM" and "ms" in ax.get_xlabel()
     assert ax.get_xscale() == "linear"  # 4..12.5 ms: no log axis needed
     assert _texts(ax) == ["  10 ms · baseline, 1.00x", "  4 ms · 2.50x fp32", "  12.5 ms · 0.80x fp32"]
+    assert "ratio = fp32 time / time" in ax.get_xlabel()
     assert [p.get_width() for p in ax.patches] == [10.0, 4.0, 12.5]  # the times it was given
     assert len({p.get_hatch() for p in ax.patches}) == 3  # told apart by hatch, not colour alone
 
@@ -145,7 +146,8 @@ def test_plot_latency_log_axis_and_best_fp32_named():
     assert ax.get_xscale() == "log" and "log scale" in ax.get_xlabel()  # 1.5 .. 150 ms
     labels = [t.get_text() for t in ax.get_yticklabels()]
     assert "fp32 channels_last (best fp32)" in labels and "fp32 contiguous" in labels
-    assert "  150 ms · 0.02x fp32" in _texts(ax) and "  3 ms · baseline, 1.00x" in _texts(ax)
+    assert "  150 ms · 0.02x best fp32" in _texts(ax) and "  3 ms · baseline, 1.00x" in _texts(ax)
+    assert "ratio = best fp32 time / time" in ax.get_xlabel()
 
 
 def test_plot_speedup_sweep():

@@ -455,7 +455,8 @@ def _log_axis(axis, suffix: str = "") -> None:
 
 
 def plot_latency(results: Mapping, title: str = "") -> Figure:
-    """Latency of each configuration as a horizontal bar (ms), its speedup vs fp32 written on it.
+    """Latency of each configuration as a horizontal bar (ms), its speedup vs fp32 written on it
+    ("x fp32", or "x best fp32" when the baseline is another fp32 configuration).
 
     results: what qlab.lab.bench.time_dynamic / time_cnn return: "ms" {config: ms}, "speedup"
     {config: baseline ms / ms} and "baseline" (the fp32 configuration the ratios divide by);
@@ -472,11 +473,12 @@ def plot_latency(results: Mapping, title: str = "") -> Figure:
     ax = fig.add_subplot()
     y = np.arange(len(names))
     marked = results.get("marked")
+    against = "fp32" if baseline in (None, "fp32") else "best fp32"  # the ratios divide by the baseline
     for i, name in enumerate(names):
         color, _, hatch = _config_style(name, i)
         ax.barh(i, ms[name], color=color, hatch=hatch, edgecolor="black", lw=2.5 if name == marked else 0.6,
                 height=0.65)
-        note = "baseline, 1.00x" if name == baseline else f"{ratio[name]:.2f}x fp32"
+        note = "baseline, 1.00x" if name == baseline else f"{ratio[name]:.2f}x {against}"
         text = f"  {fmt_ms(ms[name])} ms · {note}" + (f" · {extra[name]}" if name in extra else "")
         ax.text(ms[name], i, text + ("  ◀ selected" if name == marked else ""),
                 va="center", fontsize=9, fontweight="bold" if name == marked else "normal")
@@ -490,7 +492,7 @@ def plot_latency(results: Mapping, title: str = "") -> Figure:
     else:
         ax.set_xlim(0, max(ms.values()) * (2.4 if extra else 1.6))  # room for the labels
     ax.set_xlabel("median latency per call (ms" + (", log scale)" if log else ")")
-                  + ";  ratio = fp32 time / time, above 1 is faster")
+                  + f";  ratio = {against} time / time, above 1 is faster")
     ax.set_ylabel("configuration")
     ax.grid(True, axis="x", which="both", alpha=0.3)
     ax.set_title(title or "Latency, measured in one run")

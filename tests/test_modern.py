@@ -43,6 +43,34 @@ def test_qat_prepare_fake_quantizes_like_qlab():
     assert r["weight_of"] == 64 * 64 and r["input_of"] == 8 * 64
 
 
+def test_torch_clamp_stops_the_gradient_at_its_bounds():
+    """The cause of the difference below: in this torch, clamp's gradient is 0 at a bound itself."""
+    assert modern.clamp_gradient([-9.0, -8.0, -7.5, 0.0, 7.0, 7.5], -8, 7) == [0.0, 0.0, 1.0, 1.0, 0.0, 0.0]
+
+
+def test_qat_ste_torchao_stops_the_gradient_on_the_grids_edges():
+    r = modern.qat_ste(modern.mlp(width=128), group=32)
+    n = r["weights"]
+    assert n == 128 * 128
+    beyond, edge, inside = r["beyond"], r["edge"], r["inside"]
+    assert beyond["count"] + edge["count"] + inside["count"] == n
+    assert r["qlab_vs_torch_ao_differ"] == 0          # qlab's STE is torch.ao's kernel, bit for bit
+    # beyond the grid both stop the gradient; on its edge codes only torchao does; inside, neither
+    assert beyond["count"] > 0 and beyond["zero_torchao"] == beyond["zero_qlab"] == beyond["count"]
+    assert edge["count"] > beyond["count"]
+    assert edge["zero_torchao"] == edge["count"] and edge["zero_qlab"] == 0
+    assert inside["zero_torchao"] == inside["zero_qlab"] == 0
+    # inside, torchao's gradient is g * (1/s) * s: qlab's g up to float rounding
+    assert 0 <= inside["max_rel_diff"] < 1e-6 and inside["bit_equal"] > inside["count"] // 2
+    # a group's largest weight sits at +-7.5 steps: +7.5 rounds (to even) to 8, beyond; -7.5 to -8, the edge
+    assert beyond["codes"] == [8] and set(edge["codes"]) == {-8, 7}
+
+
+def test_qat_ste_rejects_a_group_that_does_not_divide_the_rows():
+    with pytest.raises(ValueError, match="group"):
+        modern.qat_ste(modern.mlp(width=48), group=32)
+
+
 # ---------------------------------------------------------------------- the map
 
 

@@ -215,6 +215,65 @@ def qat_same_fake_quant(model: nn.Module, x: torch.Tensor, group: int = 32) -> d
             "input_differ": x_diff, "input_of": x.numel(), "converted_weight": type(after.weight).__name__}
 
 
+def clamp_gradient(values, lo: float, hi: float) -> list[float]:
+    """d torch.clamp(x, lo, hi) / dx at each value: 1 strictly inside [lo, hi]; in this torch (2.14)
+    0 at the bounds themselves as well as beyond them (older releases passed 1 at the bounds)."""
+    x = torch.tensor(values, dtype=torch.float32, requires_grad=True)
+    torch.clamp(x, lo, hi).sum().backward()
+    return x.grad.tolist()
+
+
+def qat_ste(model: nn.Module, group: int = 32, seed: int = 0) -> dict:
+    """The backward pass (the STE) of torchao's QAT weight fake quantizer (int4, per group of
+    `group`, symmetric, as in qat_same_fake_quant) against qlab.fake_quantize's and torch.ao's
+    fake_quantize_per_channel_affine's, for one random upstream gradient on the first Linear's weight.
+    Weights fall in three classes by their unclamped code round(w / s): "beyond" the grid (clipped),
+    on its "edge" (code qmin or qmax exactly) and "inside"; for each: how many, how many zero
+    gradients each STE gives, and which codes occur ("beyond", "edge"); inside also the largest
+    relative difference of the two gradients and how many are bit-equal."""
+    tq, _ = _torchao()
+    from torchao.quantization import PerGroup
+    from torchao.quantization.qat import QATConfig
+
+    first_linear = next(m for m in model.modules() if isinstance(m, nn.Linear))
+    if first_linear.in_features % group:
+        raise ValueError(f"group = {group} must divide the first Linear's in_features "
+                         f"({first_linear.in_features}): a group is that many weights of one row")
+    base = tq.Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int4,
+                                                    weight_granularity=PerGroup(group))
+    prepared = copy.deepcopy(model)
+    tq.quantize_(prepared, QATConfig(base, step="prepare"))
+    fq = next(m for m in prepared.modules() if hasattr(m, "weight_fake_quantizer")).weight_fake_quantizer
+    w = first_linear.weight.detach().reshape(-1, group)
+    g_out = torch.randn(w.shape, generator=torch.Generator().manual_seed(seed))
+    qp = qlab.qparams_from_range(w.amin(1), w.amax(1), qlab.int4, symmetric=True, axis=0)
+
+    def grad(f):
+        x = w.clone().requires_grad_(True)
+        f(x).backward(g_out)
+        return x.grad
+
+    g_ao = grad(lambda x: fq(x.reshape(first_linear.weight.shape)).reshape(x.shape))
+    g_ours = grad(lambda x: qlab.fake_quantize(x, qp, axis=0))
+    g_kernel = grad(lambda x: torch.fake_quantize_per_channel_affine(
+        x, qp.scale, qp.zero_point.to(torch.int32), 0, qp.qmin, qp.qmax))
+    code = torch.round(w * (1.0 / qp.scale.reshape(-1, 1)))
+    classes = {"beyond": (code < qp.qmin) | (code > qp.qmax),
+               "edge": (code == qp.qmin) | (code == qp.qmax)}
+    classes["inside"] = ~(classes["beyond"] | classes["edge"])
+    out: dict = {"weights": w.numel(), "qlab_vs_torch_ao_differ": int((g_ours != g_kernel).sum())}
+    for name, where in classes.items():
+        out[name] = {"count": int(where.sum()), "zero_torchao": int((g_ao[where] == 0).sum()),
+                     "zero_qlab": int((g_ours[where] == 0).sum()),
+                     "codes": sorted(int(c) for c in code[where].unique())}
+    inside = classes["inside"]
+    rel = ((g_ao - g_ours).abs() / g_ours.abs().clamp_min(1e-30))[inside]
+    out["inside"].update(max_rel_diff=float(rel.max()) if rel.numel() else 0.0,
+                         bit_equal=int((g_ao[inside] == g_ours[inside]).sum()))
+    del out["inside"]["codes"]
+    return out
+
+
 # ---------------------------------------------------------------------------------------
 # PT2E: export, prepare_pt2e with the x86 inductor quantizer, calibrate, convert_pt2e
 # ---------------------------------------------------------------------------------------

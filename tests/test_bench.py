@@ -215,3 +215,51 @@ def test_bad_settings_get_clear_errors(call, message):
 def test_wrong_types_get_type_errors(call, message):
     with pytest.raises(TypeError, match=message):
         call()
+
+
+# -- torch.ao's int8 convs keep the kernel of their first call: timings use fresh copies --------
+class _Counted(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+        self.lin = nn.Linear(4, 2)
+
+    def forward(self, x):
+        self.calls += 1
+        return self.lin(x)
+
+
+def test_fresh_kernels_runs_one_copy_per_thread_count_never_the_original():
+    model, x = _Counted(), torch.randn(3, 4)
+    call = bench.FreshKernels(model, x)
+    with bench.settings(1):
+        out = call()
+        call()
+    with bench.settings(2):
+        call()
+    assert model.calls == 0 and sorted(call.copies) == [1, 2]
+    assert [m.calls for m in call.copies.values()] == [2, 1]
+    assert torch.equal(out, model(x))
+
+
+def test_fresh_kernels_can_make_its_copies_another_way():
+    made = []
+    call = bench.FreshKernels(_Counted(), torch.randn(1, 4), make=lambda: made.append(1) or _Counted())
+    with bench.settings(1):
+        call()
+        call()
+    assert made == [1]
+
+
+def test_time_cnn_variants_times_a_fresh_copy_of_the_torch_ao_model():
+    """A model already run at another batch keeps that batch's kernel (FreshKernels' docstring):
+    the timing must not inherit it, so it never runs the model it is given."""
+    v = dict(bench._random_cnn_variants("resnet", 0.25))
+    given = v["torch.ao int8"]
+    ran = []  # the hook travels with deepcopy: each call says whether it ran the given model itself
+    hook = given.register_forward_hook(lambda module, *_: ran.append(module is given))
+    try:
+        bench.time_cnn_variants(v, batch=2, threads=1, min_run_time=FAST)
+    finally:
+        hook.remove()
+    assert ran and not any(ran)  # a copy ran, the given model never did

@@ -377,6 +377,13 @@ def accuracy(model: Callable, x: torch.Tensor, y: torch.Tensor, batch_size: int 
     return top1(predict(model, x, batch_size), y)
 
 
+def _recompiler(ao: nn.Module, example: torch.Tensor, first: nn.Module):
+    """FreshKernels' factory for the compiled torch.ao model: the copy compiled for the first thread
+    count, then a new compile of a new copy for each further one."""
+    made = iter([first])
+    return lambda: next(made, None) or compile_frozen(copy.deepcopy(ao), example)[0]
+
+
 def cnn_paths(model: nn.Module, calib: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
               batches: Sequence[int] = (1, BATCH), threads: int = 2, min_run_time: float = 0.6,
               rounds: int = 3) -> dict:  # fmt: skip
@@ -420,11 +427,16 @@ def cnn_paths(model: nn.Module, calib: torch.Tensor, x: torch.Tensor, y: torch.T
             example_cl = example.contiguous(memory_format=torch.channels_last)
             fns = {"fp32 contiguous": functools.partial(fused, example),
                    "fp32 channels_last": functools.partial(cl, example_cl),
-                   **{p: functools.partial(m, example) for p, m in eager.items() if p != "fp32 eager"}}
+                   "torch.ao int8 eager": bench.FreshKernels(ao, example),  # its kernels, for this batch
+                   "PT2E int8 eager": functools.partial(pt2e, example)}
             for path, m in to_compile.items():
                 freezing = not path.endswith("no freezing")
+                if path == "torch.ao int8 compiled":  # a fresh copy per batch and thread count, as eager
+                    m = copy.deepcopy(ao)
                 compiled, rows[path]["compile_s"][b] = compile_frozen(m, example, freezing=freezing)
                 fns[path] = functools.partial(compiled, example)
+                if path == "torch.ao int8 compiled":
+                    fns[path] = bench.FreshKernels(compiled, example, make=_recompiler(ao, example, compiled))
                 if b == BATCH or path not in models:
                     models[path] = compiled  # accuracy runs in batches of 64: the batch-64 compile
             ms = bench.interleaved_ms(fns, min_run_time, rounds)

@@ -263,3 +263,13 @@ def test_time_cnn_variants_times_a_fresh_copy_of_the_torch_ao_model():
     finally:
         hook.remove()
     assert ran and not any(ran)  # a copy ran, the given model never did
+
+
+def test_fresh_kernels_starts_from_a_copy_already_made():
+    first = _Counted()
+    with bench.settings(1):
+        call = bench.FreshKernels(_Counted(), torch.randn(1, 4), first=first)
+        call()
+    with bench.settings(2):
+        call()
+    assert first.calls == 1 and call.copies[1] is first and sorted(call.copies) == [1, 2]

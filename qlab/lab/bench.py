@@ -177,10 +177,12 @@ class FreshKernels:
     a fresh model, 0.71 ms on one first called at batch 360, 0.67 ms at 1 thread on one first
     called at 2. A served model runs one shape, so the fresh copy is the fair measurement."""
 
-    def __init__(self, model: nn.Module, x: torch.Tensor, make=None):
+    def __init__(self, model: nn.Module, x: torch.Tensor, make=None, first=None):
+        """make: builds a copy (default copy.deepcopy(model); e.g. compile a fresh copy instead);
+        first: a copy already made, for the current thread count."""
         self.model, self.x = model, x
-        self.make = make or (lambda: copy.deepcopy(model))  # e.g. compile a fresh copy instead
-        self.copies: dict[int, nn.Module] = {}
+        self.make = make or (lambda: copy.deepcopy(model))
+        self.copies: dict[int, nn.Module] = {} if first is None else {torch.get_num_threads(): first}
 
     def __call__(self):
         n = torch.get_num_threads()

@@ -37,13 +37,13 @@ notebooks: setup
 
 # The lessons without their exercise solutions, for students (student/ is not committed).
 student: setup
-	$(PY) -m qlab.lab.student --out student
+	$(PY) -m qlab.lab.tools.student --out student
 
 bench: setup
-	$(PY) -m qlab.lab.bench
+	$(PY) -m qlab.lab.tools.bench
 
 checkpoints: setup
-	$(PY) -m qlab.lab.train --all
+	$(PY) -m qlab.lab.tools.train --all
 
 clean:
 	rm -rf .venv .pytest_cache .ruff_cache .hypothesis student

@@ -20,6 +20,7 @@ from torch import nn
 from .observers import MovingAverageMinMaxObserver, Observer
 from .ops import fake_quantize
 from .qparams import QParams, grid
+from .qtypes import along_axis
 
 
 class FakeQuantize(nn.Module):
@@ -121,11 +122,7 @@ def _flag(name: str, value) -> bool:
 
 def _per_axis(p: torch.Tensor, x: torch.Tensor, axis: int | None) -> torch.Tensor:
     """A 0-d or 1-d parameter shaped to broadcast against x along `axis`."""
-    if p.dim() == 0 or axis is None:
-        return p.reshape(())
-    shape = [1] * x.dim()
-    shape[axis] = -1
-    return p.reshape(shape)
+    return p.reshape(()) if p.dim() == 0 or axis is None else along_axis(p, x.dim(), axis)
 
 
 def _sum_to(g: torch.Tensor, p: torch.Tensor, axis: int | None) -> torch.Tensor:

@@ -35,6 +35,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .qtypes import along_axis
+
 # --------------------------------------------------------------------------------------
 # Requantization
 # --------------------------------------------------------------------------------------
@@ -48,15 +50,6 @@ def float_multiplier(input_scale, weight_scale, output_scale) -> torch.Tensor:
     return (s_x * s_w) / s_out
 
 
-def _per_channel(v: torch.Tensor, ndim: int, channel_dim: int) -> torch.Tensor:
-    """v (one value per channel, or a scalar) shaped to broadcast along channel_dim."""
-    if v.dim() != 1:
-        return v
-    shape = [1] * ndim
-    shape[channel_dim] = -1
-    return v.reshape(shape)
-
-
 def with_float_bias(acc: torch.Tensor, bias: torch.Tensor, acc_scale, channel_dim: int = -1,
                     inplace: bool = False) -> torch.Tensor:
     """float32(acc) + b / (s_x s_w): fbgemm's float bias, added before requantize multiplies by M.
@@ -65,7 +58,7 @@ def with_float_bias(acc: torch.Tensor, bias: torch.Tensor, acc_scale, channel_di
     inplace=True adds into acc when it is float32 already (for a caller that owns acc).
     """
     acc_scale = torch.as_tensor(acc_scale, dtype=torch.float32)
-    b = _per_channel(bias.to(torch.float32) / acc_scale, acc.dim(), channel_dim)
+    b = along_axis(bias.to(torch.float32) / acc_scale, acc.dim(), channel_dim)
     return _as_float32(acc, inplace).add_(b)
 
 
@@ -93,7 +86,7 @@ def requantize(acc: torch.Tensor, multiplier, zero_point: int, qmin: int, qmax: 
     acc is the int32 accumulator, or the float32 one with_float_bias made. The result is
     float32 (integer-valued); inplace=True computes it in acc's buffer when acc is float32.
     """
-    m = _per_channel(torch.as_tensor(multiplier, dtype=torch.float32), acc.dim(), channel_dim)
+    m = along_axis(torch.as_tensor(multiplier, dtype=torch.float32), acc.dim(), channel_dim)
     return _as_float32(acc, inplace).mul_(m).round_().add_(zero_point).clamp_(qmin, qmax)
 
 

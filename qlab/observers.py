@@ -28,13 +28,12 @@ from __future__ import annotations
 import bisect
 import math
 
-import numpy as np
 import torch
 from torch import nn
 
 from .ops import fake_quantize
 from .qparams import EPS, FLOAT32_MAX, QParams, check_eps, grid, qparams_from_range
-from .qtypes import QDType, uint8
+from .qtypes import QDType, round_to_float32, uint8
 
 
 class Observer(nn.Module):
@@ -454,10 +453,10 @@ class HistogramObserver(_HistogramBase):
         while alpha < beta:
             next_alpha, next_beta = alpha + self.step, beta - self.step
             # first bin whose cumulative count reaches next_alpha of the total ...
-            l = bisect.bisect_left(cumsum, _f32(next_alpha * total))
+            l = bisect.bisect_left(cumsum, round_to_float32(next_alpha * total))
             l = min(end, max(start, l))
             # ... and last bin whose cumulative count stays within next_beta of it
-            r = bisect.bisect_right(cumsum, _f32(next_beta * total)) - 1
+            r = bisect.bisect_right(cumsum, round_to_float32(next_beta * total)) - 1
             r = max(start, min(end, r))
             new_start, new_end = start, end
             if l - start > end - r:
@@ -471,11 +470,6 @@ class HistogramObserver(_HistogramBase):
                 break
             best, start, end = error, new_start, new_end
         return start, end
-
-
-def _f32(v: float) -> float:
-    """v rounded to float32: torch compares a float32 tensor with a Python float in float32."""
-    return float(np.float32(v))
 
 
 class PercentileObserver(_HistogramBase):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 
 from .qparams import QParams
+from .qtypes import along_axis
 
 
 def _check_input(x, qp: QParams, axis: int | None) -> int | None:
@@ -63,19 +64,10 @@ def _resolve_axis(t: torch.Tensor, qp: QParams, axis: int | None) -> int | None:
     return axis
 
 
-def _broadcast(p: torch.Tensor, t: torch.Tensor, axis: int | None) -> torch.Tensor:
-    """Reshape a per-channel parameter so it broadcasts along `axis` of t."""
-    if axis is None:
-        return p
-    shape = [1] * t.dim()
-    shape[axis] = -1
-    return p.reshape(shape)
-
-
 def _round_clamp(x: torch.Tensor, qp: QParams, axis: int | None):
     """(clamped q as float32, unclamped q) = round(x * (1/scale)) + zero_point."""
-    inv_scale = _broadcast(1.0 / qp.scale, x, axis)
-    zp = _broadcast(qp.zero_point, x, axis).to(torch.float32)
+    inv_scale = along_axis(1.0 / qp.scale, x.dim(), axis)
+    zp = along_axis(qp.zero_point, x.dim(), axis).to(torch.float32)
     q = torch.round(x.to(torch.float32) * inv_scale) + zp
     return torch.clamp(q, qp.qmin, qp.qmax), q
 
@@ -96,8 +88,8 @@ def dequantize(q: torch.Tensor, qp: QParams, axis: int | None = None) -> torch.T
     _check_qparams(qp)
     axis = _resolve_axis(q, qp, axis)
     _check_codes(q, qp)
-    zp = _broadcast(qp.zero_point, q, axis)
-    return (q.to(torch.int64) - zp).to(torch.float32) * _broadcast(qp.scale, q, axis)
+    zp = along_axis(qp.zero_point, q.dim(), axis)
+    return (q.to(torch.int64) - zp).to(torch.float32) * along_axis(qp.scale, q.dim(), axis)
 
 
 def _check_codes(q: torch.Tensor, qp: QParams) -> None:
@@ -120,8 +112,8 @@ class _FakeQuantizeSTE(torch.autograd.Function):
         q, unclamped = _round_clamp(x, qp, axis)
         inside = (unclamped >= qp.qmin) & (unclamped <= qp.qmax)
         ctx.save_for_backward(inside)
-        zp = _broadcast(qp.zero_point, x, axis).to(torch.float32)
-        return ((q - zp) * _broadcast(qp.scale, x, axis)).to(x.dtype)
+        zp = along_axis(qp.zero_point, x.dim(), axis).to(torch.float32)
+        return ((q - zp) * along_axis(qp.scale, x.dim(), axis)).to(x.dtype)
 
     @staticmethod
     def backward(ctx, grad_out):

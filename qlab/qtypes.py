@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import math
+import struct
 from dataclasses import dataclass
 
 import torch
@@ -63,3 +65,23 @@ def qdtype(bits: int = 8, signed: bool = True) -> QDType:
 int8, uint8 = qdtype(8, True), qdtype(8, False)
 int4, uint4 = qdtype(4, True), qdtype(4, False)
 int16 = qdtype(16, True)
+
+
+def round_to_float32(v: float) -> float:
+    """v rounded to the nearest float32 (ties to even), as a Python float; +-inf beyond float32's
+    range. What torch does when it compares a float32 tensor with a Python float, or stores one."""
+    try:
+        return struct.unpack("f", struct.pack("f", v))[0]
+    except OverflowError:
+        return math.copysign(math.inf, v)
+
+
+def along_axis(v: torch.Tensor, ndim: int, axis: int | None) -> torch.Tensor:
+    """v (one value per channel, 1-d) reshaped to broadcast along `axis` of an ndim-dim tensor:
+    shape [1, ..., -1, ..., 1]. A 0-d v, or axis None, comes back as it is (it broadcasts already).
+    The one per-channel reshape of qlab: ops, fake_quant, integer and nn.static use it."""
+    if axis is None or v.dim() != 1:
+        return v
+    shape = [1] * ndim
+    shape[axis] = -1
+    return v.reshape(shape)

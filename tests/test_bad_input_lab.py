@@ -12,10 +12,11 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from qlab import observers as O  # noqa: E402
-from qlab.lab import checkpoints  # noqa: E402
-from qlab.lab.experiments import score_observers  # noqa: E402
-from qlab.lab.integrity import read_manifest, sha256_file, write_manifest  # noqa: E402
-from qlab.lab.widgets import outlier_panel, quantization_panel  # noqa: E402
+from qlab.lab.kit import checkpoints
+from qlab.lab.kit.integrity import read_manifest, sha256_file, write_manifest
+from qlab.lab.lessons.l01_quantization_math.panels import quantization_panel
+from qlab.lab.lessons.l02_observers_and_calibration.numbers import score_observers
+from qlab.lab.lessons.l02_observers_and_calibration.panels import outlier_panel
 
 
 @pytest.fixture

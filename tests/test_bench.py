@@ -1,5 +1,5 @@
-"""bench.py: the timings behind lessons 03 and 04 return positive times and ratios from one run,
-on the models they claim to time, and refuse bad settings with clear errors.
+"""kit.timing and the lessons' speed modules: the timings behind lessons 03 and 04 return positive
+times and ratios from one run, on the models they claim to time, and refuse bad settings with clear errors.
 
 Sizes are tiny and min_run_time short: these tests check the plumbing, never a speed.
 """
@@ -14,7 +14,10 @@ import torch.ao.nn.quantized.dynamic as nnqd
 from torch import nn
 
 import qlab
-from qlab.lab import bench
+from qlab.lab.kit import models, timing
+from qlab.lab.lessons.l03_dynamic_quantization import speed as l03_speed
+from qlab.lab.lessons.l04_static_quantization import speed as l04_speed
+from qlab.lab.tools import bench
 
 FAST = 0.01  # seconds of timed calls per configuration
 
@@ -29,9 +32,9 @@ def _check_ratios(r: dict):
         assert speedup[name] == pytest.approx(ms[base] / t)
 
 
-@pytest.mark.parametrize("kind", bench.KINDS)
+@pytest.mark.parametrize("kind", l03_speed.KINDS)
 def test_time_dynamic_returns_times_and_ratios(kind):
-    r = bench.time_dynamic(kind, hidden=16, batch=2, seq=3, threads=1, min_run_time=FAST)
+    r = l03_speed.time_dynamic(kind, hidden=16, batch=2, seq=3, threads=1, min_run_time=FAST)
     assert {k: r[k] for k in ("kind", "hidden", "batch", "seq", "threads")} == dict(
         kind=kind, hidden=16, batch=2, seq=3, threads=1)
     assert list(r["ms"]) == ["fp32", "torch.ao int8", "qlab int8"] and r["baseline"] == "fp32"
@@ -40,16 +43,16 @@ def test_time_dynamic_returns_times_and_ratios(kind):
 
 def test_time_dynamic_restores_threads_and_engine():
     threads, engine = torch.get_num_threads(), torch.backends.quantized.engine
-    bench.time_dynamic("linear", hidden=8, batch=1, seq=1, threads=1, min_run_time=FAST)
+    l03_speed.time_dynamic("linear", hidden=8, batch=1, seq=1, threads=1, min_run_time=FAST)
     assert (torch.get_num_threads(), torch.backends.quantized.engine) == (threads, engine)
 
 
 def test_dynamic_variants_are_the_models_they_claim():
-    v = bench._dynamic_variants("lstm", 16)
+    v = l03_speed._dynamic_variants("lstm", 16)
     assert isinstance(v["fp32"].lstm, nn.LSTM) and v["fp32"].lstm.num_layers == 2
     assert isinstance(v["torch.ao int8"].lstm, nnqd.LSTM)
     assert isinstance(v["qlab int8"].lstm, qlab.nn.DynamicQuantLSTM)
-    lin = bench._dynamic_variants("linear", 8)
+    lin = l03_speed._dynamic_variants("linear", 8)
     assert [m.weight.shape for m in lin["fp32"] if isinstance(m, nn.Linear)] == [(32, 8), (8, 32)]
     assert all(isinstance(m, qlab.nn.DynamicQuantLinear) for m in lin["qlab int8"][::2])
     x = torch.randn(2, 3, 16)
@@ -60,7 +63,7 @@ def test_dynamic_variants_are_the_models_they_claim():
 
 
 def test_time_dynamic_overhead_parts():
-    r = bench.time_dynamic_overhead(hidden=16, rows=4, threads=1, min_run_time=FAST)
+    r = l03_speed.time_dynamic_overhead(hidden=16, rows=4, threads=1, min_run_time=FAST)
     assert list(r["ms"]) == ["fp32 Linear", "dynamic Linear", "choose qparams", "quantize x", "int8 product"]
     assert all(t > 0 for t in r["ms"].values()) and (r["hidden"], r["rows"], r["threads"]) == (16, 4, 1)
     assert r["overhead_share"] == pytest.approx(
@@ -75,14 +78,14 @@ def test_overhead_table():
 
 def test_dynamic_model_is_seeded_and_leaves_the_global_rng_alone():
     state = torch.random.get_rng_state()
-    a, b = bench.dynamic_model("linear", 8), bench.dynamic_model("linear", 8)
+    a, b = l03_speed.dynamic_model("linear", 8), l03_speed.dynamic_model("linear", 8)
     assert torch.equal(torch.random.get_rng_state(), state)
     assert torch.equal(a[0].weight, b[0].weight)
 
 
-@pytest.mark.parametrize("model_name", bench.CNNS)
+@pytest.mark.parametrize("model_name", models.CNNS)
 def test_time_cnn_returns_times_and_ratios(model_name):
-    r = bench.time_cnn(model_name, batch=2, threads=1, width=0.25, min_run_time=FAST)
+    r = l04_speed.time_cnn(model_name, batch=2, threads=1, width=0.25, min_run_time=FAST)
     assert (r["model"], r["batch"], r["threads"], r["width"]) == (model_name, 2, 1, 0.25)
     assert list(r["ms"]) == ["fp32 contiguous", "fp32 channels_last", "torch.ao int8", "qlab int8",
                              "dynamic int8"]
@@ -94,7 +97,7 @@ def test_time_cnn_returns_times_and_ratios(model_name):
 
 
 def test_cnn_variants_are_the_models_they_claim():
-    v = bench._random_cnn_variants("resnet", 0.25)
+    v = l04_speed._random_cnn_variants("resnet", 0.25)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in v["fp32"].modules())  # folded
     assert any(isinstance(m, nnq.Conv2d) for m in v["torch.ao int8"].modules())
     assert any(isinstance(m, qlab.nn.QuantConv2d) for m in v["qlab int8"].modules())
@@ -111,17 +114,17 @@ def test_cnn_variants_are_the_models_they_claim():
 
 
 def test_cnn_model_width_multiplies_the_channels():
-    assert bench.cnn_model("resnet", 2.0).conv1.out_channels == 32
-    assert bench.cnn_model("resnet", 0.5).fc.in_features == 32
-    wide, lesson = bench.cnn_model("mobilenet_v2", 2.0), bench.cnn_model("mobilenet_v2", 1.0)
+    assert l04_speed.cnn_model("resnet", 2.0).conv1.out_channels == 32
+    assert l04_speed.cnn_model("resnet", 0.5).fc.in_features == 32
+    wide, lesson = l04_speed.cnn_model("mobilenet_v2", 2.0), l04_speed.cnn_model("mobilenet_v2", 1.0)
     assert wide.features[0][0].out_channels == 2 * lesson.features[0][0].out_channels == 32
-    assert bench.cnn_model("mobilenet_v2", 0.5).features[0][0].out_channels == 8
+    assert l04_speed.cnn_model("mobilenet_v2", 0.5).features[0][0].out_channels == 8
 
 
 def test_interleaved_ms_and_median_ms():
-    ms = bench.interleaved_ms({"a": lambda: None, "b": lambda: sum(range(100))}, FAST, rounds=2)
+    ms = timing.interleaved_ms({"a": lambda: None, "b": lambda: sum(range(100))}, FAST, rounds=2)
     assert set(ms) == {"a", "b"} and all(t > 0 for t in ms.values())
-    assert bench.median_ms(lambda: None, FAST) > 0
+    assert timing.median_ms(lambda: None, FAST) > 0
 
 
 def test_a_call_slower_than_a_round_runs_once_per_later_round():
@@ -131,13 +134,13 @@ def test_a_call_slower_than_a_round_runs_once_per_later_round():
         calls.append(1)
         time.sleep(0.02)
 
-    times = bench.interleaved_rounds({"slow": slow}, min_run_time=0.03, rounds=3)["slow"]
+    times = timing.interleaved_rounds({"slow": slow}, min_run_time=0.03, rounds=3)["slow"]
     assert len(times) == 3 and all(t >= 20 for t in times)
     assert len(calls) == 4  # round 1: warm-up + one timed call (blocked_autorange); then one call a round
 
 
 def test_sweep_dynamic_and_its_table():
-    sweep = bench.sweep_dynamic("linear", hiddens=(8, 16), batches=(1, 2), seq=2, threads=1,
+    sweep = l03_speed.sweep_dynamic("linear", hiddens=(8, 16), batches=(1, 2), seq=2, threads=1,
                                 min_run_time=FAST)
     assert sweep["hiddens"] == [8, 16] and sweep["batches"] == [1, 2]
     assert all(len(rows) == 2 and all(len(r) == 2 for r in rows) for rows in sweep["speedup"].values())
@@ -161,10 +164,10 @@ def test_unstable_timings_are_flagged():
 def test_pareto_front():
     points = {"fp32": (1.0, 1.0), "int8": (2.2, 0.95), "per-channel": (1.7, 0.98),
               "slow and bad": (1.5, 0.9), "fast and bad": (2.2, 0.5)}
-    assert bench.pareto_front(points) == ["fp32", "per-channel", "int8"]
-    assert bench.pareto_front({"a": (1.0, 1.0), "b": (1.0, 1.0)}) == ["a", "b"]  # ties both stay
+    assert timing.pareto_front(points) == ["fp32", "per-channel", "int8"]
+    assert timing.pareto_front({"a": (1.0, 1.0), "b": (1.0, 1.0)}) == ["a", "b"]  # ties both stay
     with pytest.raises(ValueError, match=r"point 'x' must be \(speedup, quality\)"):
-        bench.pareto_front({"x": (1.0, float("nan"))})
+        timing.pareto_front({"x": (1.0, float("nan"))})
 
 
 def test_cnn_table_times_the_trained_checkpoints():
@@ -184,23 +187,23 @@ def test_main_prints_the_linear_table(capsys):
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda: bench.time_dynamic("gru"), r"unknown kind 'gru'; allowed: 'lstm', 'linear'"),
-    (lambda: bench.time_dynamic(hidden=4), r"hidden=4 is out of range; hidden must be in 8\.\.4096"),
-    (lambda: bench.time_dynamic(hidden=5000), r"hidden must be in 8\.\.4096"),
-    (lambda: bench.time_dynamic(batch=0), r"batch=0 is out of range; batch must be in 1\.\.1024"),
-    (lambda: bench.time_dynamic(seq=0), r"seq must be in 1\.\.1024"),
-    (lambda: bench.time_dynamic(threads=0), r"threads=0 is out of range; threads must be in 1\.\."),
-    (lambda: bench.time_dynamic(threads=bench.max_threads() + 1), r"threads must be in 1\.\."),
-    (lambda: bench.time_dynamic(min_run_time=0), r"min_run_time must be a number of seconds > 0"),
-    (lambda: bench.time_dynamic_overhead(rows=0), r"rows=0 is out of range; rows must be in 1\.\."),
-    (lambda: bench.time_dynamic_overhead(hidden=1), r"hidden must be in 8\.\.4096"),
-    (lambda: bench.time_cnn("vgg"), r"unknown model_name 'vgg'; allowed: 'resnet', 'mobilenet_v2'"),
-    (lambda: bench.time_cnn(width=0), r"width=0 is out of range; width must be > 0"),
-    (lambda: bench.time_cnn(width=-1.0), r"width must be > 0"),
-    (lambda: bench.time_cnn(width=100), r"width must be > 0 and at most 8"),
-    (lambda: bench.time_cnn(batch=-3), r"batch must be in 1\.\.1024"),
-    (lambda: bench.time_cnn(threads=0), r"threads must be in 1\.\."),
-    (lambda: bench.cnn_model("resnet", 0.0), r"width must be > 0"),
+    (lambda: l03_speed.time_dynamic("gru"), r"unknown kind 'gru'; allowed: 'lstm', 'linear'"),
+    (lambda: l03_speed.time_dynamic(hidden=4), r"hidden=4 is out of range; hidden must be in 8\.\.4096"),
+    (lambda: l03_speed.time_dynamic(hidden=5000), r"hidden must be in 8\.\.4096"),
+    (lambda: l03_speed.time_dynamic(batch=0), r"batch=0 is out of range; batch must be in 1\.\.1024"),
+    (lambda: l03_speed.time_dynamic(seq=0), r"seq must be in 1\.\.1024"),
+    (lambda: l03_speed.time_dynamic(threads=0), r"threads=0 is out of range; threads must be in 1\.\."),
+    (lambda: l03_speed.time_dynamic(threads=timing.max_threads() + 1), r"threads must be in 1\.\."),
+    (lambda: l03_speed.time_dynamic(min_run_time=0), r"min_run_time must be a number of seconds > 0"),
+    (lambda: l03_speed.time_dynamic_overhead(rows=0), r"rows=0 is out of range; rows must be in 1\.\."),
+    (lambda: l03_speed.time_dynamic_overhead(hidden=1), r"hidden must be in 8\.\.4096"),
+    (lambda: l04_speed.time_cnn("vgg"), r"unknown model_name 'vgg'; allowed: 'resnet', 'mobilenet_v2'"),
+    (lambda: l04_speed.time_cnn(width=0), r"width=0 is out of range; width must be > 0"),
+    (lambda: l04_speed.time_cnn(width=-1.0), r"width must be > 0"),
+    (lambda: l04_speed.time_cnn(width=100), r"width must be > 0 and at most 8"),
+    (lambda: l04_speed.time_cnn(batch=-3), r"batch must be in 1\.\.1024"),
+    (lambda: l04_speed.time_cnn(threads=0), r"threads must be in 1\.\."),
+    (lambda: l04_speed.cnn_model("resnet", 0.0), r"width must be > 0"),
 ])
 def test_bad_settings_get_clear_errors(call, message):
     with pytest.raises(ValueError, match=message):
@@ -208,9 +211,9 @@ def test_bad_settings_get_clear_errors(call, message):
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda: bench.time_dynamic(hidden=256.0), r"hidden must be an int in 8\.\.4096, got float"),
-    (lambda: bench.time_dynamic(batch=True), r"batch must be an int"),
-    (lambda: bench.time_cnn(width="wide"), r"width must be a number > 0"),
+    (lambda: l03_speed.time_dynamic(hidden=256.0), r"hidden must be an int in 8\.\.4096, got float"),
+    (lambda: l03_speed.time_dynamic(batch=True), r"batch must be an int"),
+    (lambda: l04_speed.time_cnn(width="wide"), r"width must be a number > 0"),
 ])
 def test_wrong_types_get_type_errors(call, message):
     with pytest.raises(TypeError, match=message):
@@ -231,11 +234,11 @@ class _Counted(nn.Module):
 
 def test_fresh_kernels_runs_one_copy_per_thread_count_never_the_original():
     model, x = _Counted(), torch.randn(3, 4)
-    call = bench.FreshKernels(model, x)
-    with bench.settings(1):
+    call = timing.FreshKernels(model, x)
+    with timing.settings(1):
         out = call()
         call()
-    with bench.settings(2):
+    with timing.settings(2):
         call()
     assert model.calls == 0 and sorted(call.copies) == [1, 2]
     assert [m.calls for m in call.copies.values()] == [2, 1]
@@ -244,8 +247,8 @@ def test_fresh_kernels_runs_one_copy_per_thread_count_never_the_original():
 
 def test_fresh_kernels_can_make_its_copies_another_way():
     made = []
-    call = bench.FreshKernels(_Counted(), torch.randn(1, 4), make=lambda: made.append(1) or _Counted())
-    with bench.settings(1):
+    call = timing.FreshKernels(_Counted(), torch.randn(1, 4), make=lambda: made.append(1) or _Counted())
+    with timing.settings(1):
         call()
         call()
     assert made == [1]
@@ -254,12 +257,12 @@ def test_fresh_kernels_can_make_its_copies_another_way():
 def test_time_cnn_variants_times_a_fresh_copy_of_the_torch_ao_model():
     """A model already run at another batch keeps that batch's kernel (FreshKernels' docstring):
     the timing must not inherit it, so it never runs the model it is given."""
-    v = dict(bench._random_cnn_variants("resnet", 0.25))
+    v = dict(l04_speed._random_cnn_variants("resnet", 0.25))
     given = v["torch.ao int8"]
     ran = []  # the hook travels with deepcopy: each call says whether it ran the given model itself
     hook = given.register_forward_hook(lambda module, *_: ran.append(module is given))
     try:
-        bench.time_cnn_variants(v, batch=2, threads=1, min_run_time=FAST)
+        l04_speed.time_cnn_variants(v, batch=2, threads=1, min_run_time=FAST)
     finally:
         hook.remove()
     assert ran and not any(ran)  # a copy ran, the given model never did
@@ -267,9 +270,9 @@ def test_time_cnn_variants_times_a_fresh_copy_of_the_torch_ao_model():
 
 def test_fresh_kernels_starts_from_a_copy_already_made():
     first = _Counted()
-    with bench.settings(1):
-        call = bench.FreshKernels(_Counted(), torch.randn(1, 4), first=first)
+    with timing.settings(1):
+        call = timing.FreshKernels(_Counted(), torch.randn(1, 4), first=first)
         call()
-    with bench.settings(2):
+    with timing.settings(2):
         call()
     assert first.calls == 1 and call.copies[1] is first and sorted(call.copies) == [1, 2]

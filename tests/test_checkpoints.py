@@ -10,8 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from qlab.lab import checkpoints, data, train
-from qlab.lab.integrity import ChecksumError, sha256_file, write_manifest
+from qlab.lab.kit import checkpoints, data
+from qlab.lab.kit import train as kit_train
+from qlab.lab.kit.integrity import ChecksumError, sha256_file, write_manifest
+from qlab.lab.tools import train as tools_train
 
 COMMITTED = checkpoints.default_dir()
 
@@ -106,13 +108,13 @@ def test_a_tampered_copy_of_a_committed_checkpoint_fails(tmp_path):
 @pytest.mark.parametrize("name", ["resnet", "mobilenet_v2"])
 def test_committed_cnns_reach_their_recorded_accuracy(name):
     """The loaded weights are the trained ones: the test accuracy is METRICS.json's, to its 4 decimals."""
-    acc = train.evaluate(checkpoints.load_model(name), data.digits_tensors("test"))
+    acc = kit_train.evaluate(checkpoints.load_model(name), data.digits_tensors("test"))
     assert acc >= {"resnet": 0.98, "mobilenet_v2": 0.96}[name]
     assert acc == pytest.approx(recorded(name)["test_accuracy"], abs=5e-5)
 
 
 def test_committed_charlstm_bits_per_char():
-    bpc = train.bits_per_char(checkpoints.load_model("charlstm"), data.text_splits()["val"])
+    bpc = kit_train.bits_per_char(checkpoints.load_model("charlstm"), data.text_splits()["val"])
     assert bpc == pytest.approx(recorded("charlstm")["val_bpc"], abs=5e-5)
     assert bpc < 3.0  # far below log2(97) = 6.6 bits for a model that knows nothing
 
@@ -128,7 +130,7 @@ def test_evaluate_counts_correct_predictions():
     x, y = data.digits_tensors("val")
     expected = (y == 0).float().mean().item()
     assert 0 < expected < 1
-    assert train.evaluate(Constant(), (x, y), batch_size=7) == pytest.approx(expected)
+    assert kit_train.evaluate(Constant(), (x, y), batch_size=7) == pytest.approx(expected)
 
 
 def test_fit_lowers_the_loss_on_a_fixed_batch():
@@ -144,7 +146,7 @@ def test_fit_lowers_the_loss_on_a_fixed_batch():
 
     before = loss()
     dl = data.loader(torch.utils.data.TensorDataset(x, y), 32, shuffle=True)
-    losses = train.fit(model, dl, epochs=20, lr=0.1, progress=False)
+    losses = kit_train.fit(model, dl, epochs=20, lr=0.1, progress=False)
     assert len(losses) == 20
     assert loss() < 0.8 * before
 
@@ -153,15 +155,15 @@ def test_fit_lm_lowers_bits_per_char():
     torch.manual_seed(0)
     model = checkpoints.build("charlstm", {"vocab_size": 97, "embed_dim": 8, "hidden": 16})
     ids = data.text_splits()["val"][: 4 * 16 * 5 + 1]  # 5 chunks of 4 x 16 characters a epoch
-    before = train.bits_per_char(model, ids, batch_size=4, seq_len=16)
-    losses = train.fit_lm(model, ids, epochs=4, batch_size=4, seq_len=16, lr=1e-2, progress=False)
+    before = kit_train.bits_per_char(model, ids, batch_size=4, seq_len=16)
+    losses = kit_train.fit_lm(model, ids, epochs=4, batch_size=4, seq_len=16, lr=1e-2, progress=False)
     assert len(losses) == 4
-    assert train.bits_per_char(model, ids, batch_size=4, seq_len=16) < before - 1
+    assert kit_train.bits_per_char(model, ids, batch_size=4, seq_len=16) < before - 1
 
 
 def test_one_cycle_spans_exactly_the_steps_asked_for():
     opt = torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1, momentum=0.9)
-    sched = train.one_cycle(opt, 0.1, steps=8, warmup=0.25)  # warm-up: steps 0..1, annealing: 2..7
+    sched = kit_train.one_cycle(opt, 0.1, steps=8, warmup=0.25)  # warm-up: steps 0..1, annealing: 2..7
     lrs = [opt.param_groups[0]["lr"]]
     for _ in range(7):
         opt.step()
@@ -174,11 +176,11 @@ def test_one_cycle_spans_exactly_the_steps_asked_for():
 def test_one_cycle_refuses_a_one_step_warm_up():
     opt = torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1)
     with pytest.raises(ValueError, match=r"steps=4 with warmup=0.25 is a one-step warm-up"):
-        train.one_cycle(opt, 0.1, steps=4, warmup=0.25)
+        kit_train.one_cycle(opt, 0.1, steps=4, warmup=0.25)
 
 
 def test_train_cli_needs_a_model_name():
     with pytest.raises(SystemExit):
-        train.main([])
+        tools_train.main([])
     with pytest.raises(SystemExit):
-        train.main(["vgg"])
+        tools_train.main(["vgg"])

@@ -1,4 +1,4 @@
-from qlab.lab import cli
+from qlab.lab.tools import cli
 
 
 def test_doctor_reports_the_machine(capsys):

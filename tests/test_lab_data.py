@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from qlab.lab import data
+from qlab.lab.kit import data
 
 # sha256 of the train, val and test indices (int64 little-endian, in that order). If this changes,
 # every recorded accuracy in data/checkpoints/METRICS.json stops meaning what it says.

@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from qlab.lab import models
-from qlab.lab.integrity import MINILM_SHA256, ChecksumError
+from qlab.lab.kit import models
+from qlab.lab.kit.integrity import MINILM_SHA256, ChecksumError
 
 
 @pytest.mark.parametrize("build", [models.resnet, models.mobilenet_v2])
@@ -59,7 +59,7 @@ def test_minilm_files_match_the_official_sha256():
 
 def test_minilm_weights_are_real_and_need_no_transformers():
     code = (
-        "import sys; from qlab.lab.models import minilm_weights; w = minilm_weights(); "
+        "import sys; from qlab.lab.kit.models import minilm_weights; w = minilm_weights(); "
         "q = w['encoder.layer.0.attention.self.query.weight']; "
         "assert q.shape == (384, 384) and q.dtype.is_floating_point; "
         "assert len([k for k in w if k.startswith('encoder.layer.')]) == 6 * 16; "
@@ -128,7 +128,7 @@ def test_minilm_registry_keeps_the_official_hashes():
 LOAD_AND_TRACE = """
 import json, sys
 from pathlib import Path
-from qlab.lab import models
+from qlab.lab.kit import models
 folder = str(models.minilm_dir())
 opened = set()
 sys.addaudithook(lambda event, args: event == "open" and isinstance(args[0], str)

@@ -12,9 +12,10 @@ from matplotlib.figure import Figure  # noqa: E402
 
 import qlab  # noqa: E402
 from qlab import observers as O  # noqa: E402
-from qlab.lab import plots  # noqa: E402
-from qlab.lab.exercises import check_moving_average  # noqa: E402
-from qlab.lab.widgets import OutlierPanel, inject_outliers, outlier_panel, score_observers  # noqa: E402
+from qlab.lab.lessons.l02_observers_and_calibration import figures
+from qlab.lab.lessons.l02_observers_and_calibration.checks import check_moving_average
+from qlab.lab.lessons.l02_observers_and_calibration.numbers import inject_outliers, score_observers
+from qlab.lab.lessons.l02_observers_and_calibration.panels import OutlierPanel, outlier_panel
 
 OBSERVERS = {
     "MinMax": O.MinMaxObserver,
@@ -30,7 +31,7 @@ def relu_acts():
 
 
 def test_plot_observer_ranges(relu_acts):
-    fig = plots.plot_observer_ranges(relu_acts, {"MinMax": (0.0, 4.0), "MSE": (0.0, 3.0)},
+    fig = figures.plot_observer_ranges(relu_acts, {"MinMax": (0.0, 4.0), "MSE": (0.0, 3.0)},
                                      {"MinMax": "SQNR 40.0 dB"}, title="t")  # fmt: skip
     assert isinstance(fig, Figure) and len(fig.axes) == 2
     labels = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
@@ -38,13 +39,13 @@ def test_plot_observer_ranges(relu_acts):
 
 
 def test_plot_calibration_curves():
-    fig = plots.plot_calibration_curves([1, 4, 16], {"MinMax": [30, 35, 36], "MSE": [31, 36, 37]}, "dB")
+    fig = figures.plot_calibration_curves([1, 4, 16], {"MinMax": [30, 35, 36], "MSE": [31, 36, 37]}, "dB")
     assert isinstance(fig, Figure) and len(fig.axes[0].lines) == 2
 
 
 def test_plot_calibration_curves_shows_the_spread_over_subsets():
     curves = {"MinMax": [[28, 30, 33], [34, 35, 36], [36, 36, 36]], "MSE": [[29, 31], [36, 37], [37, 37]]}
-    fig = plots.plot_calibration_curves([1, 4, 16], curves, "dB")
+    fig = figures.plot_calibration_curves([1, 4, 16], curves, "dB")
     ax = fig.axes[0]
     medians = ax.lines[0].get_ydata()
     assert list(medians) == [30, 35, 36]

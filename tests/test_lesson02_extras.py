@@ -15,15 +15,16 @@ from torch import nn  # noqa: E402
 
 import qlab  # noqa: E402
 from qlab import observers as O  # noqa: E402
-from qlab.lab import plots  # noqa: E402
-from qlab.lab.experiments import (  # noqa: E402
+from qlab.lab.kit import figure
+from qlab.lab.lessons.l02_observers_and_calibration import figures
+from qlab.lab.lessons.l02_observers_and_calibration.numbers import (
     activation_bits_sweep,
     activation_observers,
     inject_outliers,
     observer_parity,
     with_settings,
 )
-from qlab.lab.widgets import outlier_panel  # noqa: E402
+from qlab.lab.lessons.l02_observers_and_calibration.panels import outlier_panel
 
 OBSERVERS = {
     "MinMax": functools.partial(O.MinMaxObserver, qdtype=qlab.uint8),
@@ -226,19 +227,19 @@ def test_outlier_panel_bad_values(acts, kw, error, words):
 
 def test_plot_observer_bits():
     acc = {"MinMax": [0.8, 0.98, 0.99], "Entropy": [0.1, 0.1, 0.98], "MSE": [0.9, 0.98, 0.99]}
-    fig = plots.plot_observer_bits([3, 4, 8], acc, reference=0.994)
+    fig = figures.plot_observer_bits([3, 4, 8], acc, reference=0.994)
     assert isinstance(fig, Figure)
     ax = fig.axes[0]
     lines = ax.lines[:3]
-    assert [ln.get_marker() for ln in lines] == list(plots.MARKERS[:3])  # a shape per observer
-    assert lines[0].get_color() == plots.OBSERVER_COLORS["MinMax"]
+    assert [ln.get_marker() for ln in lines] == list(figure.MARKERS[:3])  # a shape per observer
+    assert lines[0].get_color() == figures.OBSERVER_COLORS["MinMax"]
     assert list(lines[1].get_ydata()) == pytest.approx([10, 10, 98])
     assert [t.get_text() for t in ax.get_xticklabels()] == ["3", "4", "8"]
     assert "bits" in ax.get_xlabel() and "%" in ax.get_ylabel()
     assert [t.get_text() for t in ax.get_legend().get_texts()][-1] == "fp32 (99.4 %)"
     assert ax.get_title() == "Accuracy against the activations' bit width, per observer"
-    zoomed = plots.plot_observer_bits([3, 4, 8], acc, zoom=(75, 100), title="T")
+    zoomed = figures.plot_observer_bits([3, 4, 8], acc, zoom=(75, 100), title="T")
     assert len(zoomed.axes) == 2 and zoomed.axes[1].get_ylim() == (75, 100)
     # one title over both panels: a long one on the left panel ran into the right one's
     assert zoomed.get_suptitle() == "T" and zoomed.axes[0].get_title() != "T"
-    assert [ln.get_marker() for ln in zoomed.axes[1].lines] == list(plots.MARKERS[:3])
+    assert [ln.get_marker() for ln in zoomed.axes[1].lines] == list(figure.MARKERS[:3])

@@ -17,7 +17,7 @@ from torch import nn
 from torch.ao.quantization import quantize_dynamic as torch_quantize_dynamic
 
 import qlab
-from qlab.lab import checkpoints, data
+from qlab.lab.kit import checkpoints, data
 
 
 def accuracy(logits, y):

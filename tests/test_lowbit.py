@@ -12,7 +12,7 @@ from torch import nn
 
 import qlab
 from qlab.fake_quant import FakeQuantize
-from qlab.lab import checkpoints, data
+from qlab.lab.kit import checkpoints, data
 from qlab.observers import MinMaxObserver, MovingAverageMinMaxObserver
 from qlab.qconfig import QConfig
 

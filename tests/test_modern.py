@@ -1,11 +1,13 @@
-"""Lesson 07's helpers (qlab.lab.modern) and its exercise check: torchao and PT2E against qlab."""
+"""Lesson 07's helpers (qlab.lab.lessons.l07_quantize_and_pt2e) and its exercise check: torchao and
+PT2E against qlab."""
 
 import pytest
 import torch
 from torch import nn
 
-from qlab.lab import modern
-from qlab.lab.exercises import check_torchao_translation
+import qlab
+from qlab.lab.lessons.l07_quantize_and_pt2e import numbers
+from qlab.lab.lessons.l07_quantize_and_pt2e.checks import check_torchao_translation
 
 MappingType = pytest.importorskip("torchao.quantization.quant_primitives").MappingType
 
@@ -17,7 +19,7 @@ def test_same_math_is_bit_for_bit_at_every_granularity():
     torch.manual_seed(0)
     w = torch.randn(48, 128) * torch.rand(48, 1) * 3
     x = torch.randn(16, 128) * 2 + 0.5
-    rows = modern.same_math(w, x, group=32)
+    rows = numbers.same_math(w, x, group=32)
     assert len(rows) == 5
     assert all(r["differ"] == 0 and r["of"] > 0 for r in rows), rows
 
@@ -26,18 +28,18 @@ def test_torchao_codes_notice_a_different_grid():
     """The comparison can fail: the restricted [-127, 127] grid gives other integers."""
     torch.manual_seed(1)
     w = torch.randn(8, 64)
-    ours = modern.qlab_codes(w, modern.qlab.int8, True, 64)
-    restricted = modern.torchao_codes(w, "symmetric", (1, 64), torch.int8, -127, 127)
+    ours = numbers.qlab_codes(w, qlab.int8, True, 64)
+    restricted = numbers.torchao_codes(w, "symmetric", (1, 64), torch.int8, -127, 127)
     assert not torch.equal(ours, restricted)
 
 
 def test_quantize_stores_qlabs_per_channel_weight_codes():
     torch.manual_seed(2)
-    assert modern.quantize_weight_codes_match(nn.Linear(96, 24))
+    assert numbers.quantize_weight_codes_match(nn.Linear(96, 24))
 
 
 def test_qat_prepare_fake_quantizes_like_qlab():
-    r = modern.qat_same_fake_quant(modern.mlp(width=64), torch.randn(8, 64), group=32)
+    r = numbers.qat_same_fake_quant(numbers.mlp(width=64), torch.randn(8, 64), group=32)
     assert r["prepared"] == "FakeQuantizedLinear"
     assert r["weight_differ"] == 0 and r["input_differ"] == 0
     assert r["weight_of"] == 64 * 64 and r["input_of"] == 8 * 64
@@ -45,20 +47,20 @@ def test_qat_prepare_fake_quantizes_like_qlab():
 
 TORCH = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2])
 # torch 2.14 made clamp's gradient 0 at a bound (it was 1); torchao 0.18 builds its QAT STE on clamp
-CLAMP_STOPS_AT_BOUND = modern.clamp_gradient([7.0], -8, 7) == [0.0]
+CLAMP_STOPS_AT_BOUND = numbers.clamp_gradient([7.0], -8, 7) == [0.0]
 
 
 def test_torch_clamp_stops_the_gradient_at_its_bounds():
     """The cause of the difference below: from torch 2.14, clamp's gradient is 0 at a bound itself."""
     at_bound = 0.0 if TORCH >= (2, 14) else 1.0
     if (2, 12) < TORCH < (2, 14):
-        at_bound = modern.clamp_gradient([7.0], -8, 7)[0]  # the release that changed it is not pinned here
-    grads = modern.clamp_gradient([-9.0, -8.0, -7.5, 0.0, 7.0, 7.5], -8, 7)
+        at_bound = numbers.clamp_gradient([7.0], -8, 7)[0]  # the release that changed it is not pinned here
+    grads = numbers.clamp_gradient([-9.0, -8.0, -7.5, 0.0, 7.0, 7.5], -8, 7)
     assert grads == [0.0, at_bound, 1.0, 1.0, at_bound, 0.0]
 
 
 def test_qat_ste_torchao_stops_the_gradient_on_the_grids_edges():
-    r = modern.qat_ste(modern.mlp(width=128), group=32)
+    r = numbers.qat_ste(numbers.mlp(width=128), group=32)
     n = r["weights"]
     assert n == 128 * 128
     beyond, edge, inside = r["beyond"], r["edge"], r["inside"]
@@ -80,15 +82,15 @@ def test_qat_ste_torchao_stops_the_gradient_on_the_grids_edges():
 
 def test_qat_ste_rejects_a_group_that_does_not_divide_the_rows():
     with pytest.raises(ValueError, match="group"):
-        modern.qat_ste(modern.mlp(width=48), group=32)
+        numbers.qat_ste(numbers.mlp(width=48), group=32)
 
 
 # ---------------------------------------------------------------------- the map
 
 
 def test_try_configs_reports_errors_and_measures_the_rest():
-    m, x = modern.mlp(width=64), torch.randn(8, 64)
-    rows = modern.try_configs(m, x, ["Int8DynamicActivationInt8WeightConfig", "Int4WeightOnlyConfig"],
+    m, x = numbers.mlp(width=64), torch.randn(8, 64)
+    rows = numbers.try_configs(m, x, ["Int8DynamicActivationInt8WeightConfig", "Int4WeightOnlyConfig"],
                               threads=1, min_run_time=0.03, rounds=1)
     by = {r["config"]: r for r in rows}
     assert by["fp32"]["speedup"] == 1.0
@@ -101,7 +103,7 @@ def test_try_configs_reports_errors_and_measures_the_rest():
 
 def test_try_configs_rejects_an_unknown_config():
     with pytest.raises(ValueError, match="known: Int8DynamicActivationInt8WeightConfig"):
-        modern.try_configs(modern.mlp(width=16), torch.randn(2, 16), ["Int3Config"])
+        numbers.try_configs(numbers.mlp(width=16), torch.randn(2, 16), ["Int3Config"])
 
 
 # ---------------------------------------------------------------------- PT2E
@@ -122,14 +124,14 @@ class TinyCNN(nn.Module):
 
 def test_static_batch_export_fails_on_a_smaller_calibration_batch():
     torch.manual_seed(0)
-    error = modern.static_batch_failure(TinyCNN().eval(), torch.randn(12, 3, 8, 8), batch_size=8)
+    error = numbers.static_batch_failure(TinyCNN().eval(), torch.randn(12, 3, 8, 8), batch_size=8)
     assert "Guard failed" in error
 
 
 def test_pt2e_int8_runs_at_any_batch_and_stays_close_to_fp32():
     torch.manual_seed(0)
     model, calib = TinyCNN().eval(), torch.randn(20, 3, 8, 8)
-    q = modern.pt2e_int8(model, calib, batch_size=8)
+    q = numbers.pt2e_int8(model, calib, batch_size=8)
     x = torch.randn(5, 3, 8, 8)
     with torch.no_grad():
         ref, got = model(x), q(x)
@@ -145,13 +147,13 @@ def test_predict_pads_the_last_batch_and_drops_its_extra_rows():
         return b.flatten(1)[:, :3]
 
     x = torch.arange(7 * 12, dtype=torch.float32).reshape(7, 3, 2, 2)
-    out = modern.predict(model, x, batch_size=4)
+    out = numbers.predict(model, x, batch_size=4)
     assert seen == [4, 4] and torch.equal(out, x.flatten(1)[:, :3])
 
 
 def test_fixed_batches_wants_whole_batches():
     with pytest.raises(ValueError, match="multiple of batch_size"):
-        modern.fixed_batches(None, ["a"] * 5, batch_size=4)
+        numbers.fixed_batches(None, ["a"] * 5, batch_size=4)
 
 
 # ---------------------------------------------------------------------- the exercise's check
@@ -222,18 +224,18 @@ def _choices():
         return lambda: torch.randn(n, n) @ torch.randn(n, n)
 
     paths = {("fp32", "eager"): "fp32 eager", ("fp32", "compiled"): "fp32 compiled",
-             (modern.METHODS[2], "compiled"): "int8 compiled"}
+             (numbers.METHODS[2], "compiled"): "int8 compiled"}
     runs = {"fp32 eager": work(64), "fp32 compiled": work(48), "int8 compiled": work(16)}
     one = {"paths": paths, "runs": runs,
            "quality": {"fp32 eager": 1.0, "fp32 compiled": 1.0, "int8 compiled": 0.99},
            "quality_name": "accuracy", "unit": "batch of 64 images", "notes": {}, "baseline": "fp32 eager"}
     two = {**one, "quality_name": "mean cosine", "unit": "64 sentences",
-           "notes": {(modern.METHODS[1], "compiled"): "not measured: a reason"}}
+           "notes": {(numbers.METHODS[1], "compiled"): "not measured: a reason"}}
     return {"A": one, "B": two}
 
 
 def test_paths_panel_reads_out_the_chosen_path():
-    from qlab.lab.widgets import paths_panel
+    from qlab.lab.lessons.l07_quantize_and_pt2e.panels import paths_panel
 
     panel = paths_panel(_choices(), model="A", min_run_time=0.02)
     panel.figure()
@@ -245,9 +247,9 @@ def test_paths_panel_reads_out_the_chosen_path():
 
 
 def test_paths_panel_says_why_a_path_is_missing():
-    from qlab.lab.widgets import PathsPanel
+    from qlab.lab.lessons.l07_quantize_and_pt2e.panels import PathsPanel
 
-    panel = PathsPanel(_choices(), model="B", method=modern.METHODS[1], mode="compiled", min_run_time=0.02)
+    panel = PathsPanel(_choices(), model="B", method=numbers.METHODS[1], mode="compiled", min_run_time=0.02)
     panel.figure()
     assert "not measured: a reason" in panel.readout.value
     assert panel.result["marked"] is None
@@ -260,14 +262,14 @@ def test_paths_panel_says_why_a_path_is_missing():
     ({"threads": 0}, "threads"),
 ])
 def test_paths_panel_rejects_bad_settings(kwargs, match):
-    from qlab.lab.widgets import PathsPanel
+    from qlab.lab.lessons.l07_quantize_and_pt2e.panels import PathsPanel
 
     with pytest.raises((ValueError, TypeError), match=match):
         PathsPanel(_choices(), **kwargs)
 
 
 def test_paths_panel_needs_choices():
-    from qlab.lab.widgets import PathsPanel
+    from qlab.lab.lessons.l07_quantize_and_pt2e.panels import PathsPanel
 
     with pytest.raises(ValueError, match="panel_choices"):
         PathsPanel({})

@@ -1,4 +1,5 @@
-"""plots.py: pure figure functions return matplotlib Figures with titled, labelled axes."""
+"""kit.figure and the lessons' figures modules: pure figure functions return matplotlib Figures
+with titled, labelled axes."""
 
 import matplotlib
 
@@ -10,7 +11,14 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 import qlab  # noqa: E402
-from qlab.lab import plots  # noqa: E402
+from qlab.lab.kit import figure
+from qlab.lab.lessons.l01_quantization_math import figures as l01_figures
+from qlab.lab.lessons.l02_observers_and_calibration import figures as l02_figures
+from qlab.lab.lessons.l03_dynamic_quantization import figures as l03_figures
+from qlab.lab.lessons.l04_static_quantization import figures as l04_figures
+from qlab.lab.lessons.l05_quantization_aware_training import figures as l05_figures
+from qlab.lab.lessons.l06_choosing_a_method import figures as l06_figures
+from qlab.lab.lessons.l06_choosing_a_method import numbers
 
 
 def _labelled(fig: Figure):
@@ -32,7 +40,7 @@ def quantized():
 
 def test_plot_quantization(quantized):
     x, x_hat, levels = quantized
-    fig = plots.plot_quantization(x, x_hat, levels, clip_range=(-1.0, 1.0), title="t")
+    fig = l01_figures.plot_quantization(x, x_hat, levels, clip_range=(-1.0, 1.0), title="t")
     _labelled(fig)
     assert len(fig.axes) == 3  # x and the grid; the quantized values; the error
     assert fig.axes[1].get_yscale() == "log" and fig.axes[2].get_yscale() == "log"
@@ -44,14 +52,14 @@ def test_plot_quantization(quantized):
 def test_plot_quantization_draws_the_scale_it_is_given(quantized):
     """The ±scale/2 lines sit where the caller says, not where the plot guesses from the levels."""
     x, x_hat, levels = quantized
-    fig = plots.plot_quantization(x, x_hat, levels, scale=0.3)
+    fig = l01_figures.plot_quantization(x, x_hat, levels, scale=0.3)
     edges = sorted(line.get_xdata()[0] for line in fig.axes[2].get_lines())
     assert edges == pytest.approx([-0.15, 0.15])
 
 
 def test_plot_quantization_many_levels_and_numpy_input(quantized):
     x, x_hat, _ = quantized
-    fig = plots.plot_quantization(x.numpy(), x_hat.numpy(), np.linspace(-3, 3, 256))
+    fig = l01_figures.plot_quantization(x.numpy(), x_hat.numpy(), np.linspace(-3, 3, 256))
     _labelled(fig)
 
 
@@ -61,13 +69,13 @@ def test_plot_grid(quantized):
     codes = torch.arange(qp.qmin, qp.qmax + 1)
     levels = qlab.dequantize(codes, qp)
     xs = torch.tensor([-0.9, 0.1, 0.77])
-    _labelled(plots.plot_grid(levels, codes, xs, qlab.fake_quantize(xs, qp)))
-    _labelled(plots.plot_grid(levels, codes))
+    _labelled(l01_figures.plot_grid(levels, codes, xs, qlab.fake_quantize(xs, qp)))
+    _labelled(l01_figures.plot_grid(levels, codes))
 
 
 def test_plot_step_sizes():
     m = [0.01, 0.1, 1.0, 10.0]
-    fig = plots.plot_step_sizes(m, {"float32": [1e-9, 1e-8, 1e-7, 1e-6], "int8": [0.01] * 4})
+    fig = l01_figures.plot_step_sizes(m, {"float32": [1e-9, 1e-8, 1e-7, 1e-6], "int8": [0.01] * 4})
     _labelled(fig)
     ax = fig.axes[0]
     assert ax.get_xscale() == "log"
@@ -82,7 +90,7 @@ def test_plot_step_sizes():
 
 def test_plot_sqnr_vs_bits():
     bits = list(range(2, 9))
-    fig = plots.plot_sqnr_vs_bits(
+    fig = l01_figures.plot_sqnr_vs_bits(
         bits, {"measured": [6.0 * b - 14 for b in bits]}, {"6 dB/bit": [6.02 * b for b in bits]}
     )
     _labelled(fig)
@@ -91,7 +99,7 @@ def test_plot_sqnr_vs_bits():
 
 def test_plot_channel_ranges():
     w = torch.randn(16, 32) * torch.logspace(-1, 1, 16)[:, None]
-    fig = plots.plot_channel_ranges(
+    fig = figure.plot_channel_ranges(
         w.amin(1), w.amax(1), torch.rand(16) * 10, torch.rand(16) * 10 + 30
     )
     _labelled(fig)
@@ -100,13 +108,13 @@ def test_plot_channel_ranges():
 
 def test_plot_channel_ranges_draws_the_per_tensor_grid():
     lo, hi = torch.tensor([-0.5, -0.2]), torch.tensor([0.3, 0.9])
-    sym = plots.plot_channel_ranges(lo, hi, [1.0, 2.0], [3.0, 4.0]).axes[0]
+    sym = figure.plot_channel_ranges(lo, hi, [1.0, 2.0], [3.0, 4.0]).axes[0]
     assert sorted(line.get_ydata()[0] for line in sym.get_lines()) == pytest.approx([-0.9, 0.9])
-    aff = plots.plot_channel_ranges(lo, hi, [1.0, 2.0], [3.0, 4.0], symmetric=False).axes[0]
+    aff = figure.plot_channel_ranges(lo, hi, [1.0, 2.0], [3.0, 4.0], symmetric=False).axes[0]
     assert sorted(line.get_ydata()[0] for line in aff.get_lines()) == pytest.approx([-0.5, 0.9])
 
 
-# ---- lessons 03 and 04: speed figures (numbers shaped as qlab.lab.bench returns them)
+# ---- lessons 03 and 04: speed figures (numbers shaped as qlab.lab.kit.timing returns them)
 
 DYNAMIC = {"baseline": "fp32", "ms": {"fp32": 10.0, "torch.ao int8": 4.0, "qlab int8": 12.5},
            "speedup": {"fp32": 1.0, "torch.ao int8": 2.5, "qlab int8": 0.8}}
@@ -128,7 +136,7 @@ def _texts(ax):
 
 
 def test_plot_latency_writes_each_ratio_in_ms():
-    fig = plots.plot_latency(DYNAMIC, "LSTM")
+    fig = figure.plot_latency(DYNAMIC, "LSTM")
     _axes_labelled(fig)
     ax = fig.axes[0]
     assert ax.get_title() == "LSTM" and "ms" in ax.get_xlabel()
@@ -140,7 +148,7 @@ def test_plot_latency_writes_each_ratio_in_ms():
 
 
 def test_plot_latency_log_axis_and_best_fp32_named():
-    fig = plots.plot_latency(CNN)
+    fig = figure.plot_latency(CNN)
     _axes_labelled(fig)
     ax = fig.axes[0]
     assert ax.get_xscale() == "log" and "log scale" in ax.get_xlabel()  # 1.5 .. 150 ms
@@ -151,7 +159,7 @@ def test_plot_latency_log_axis_and_best_fp32_named():
 
 
 def test_plot_speedup_sweep():
-    fig = plots.plot_speedup_sweep([128, 256, 512, 1024], {"torch.ao int8": [0.9, 1.3, 1.9, 2.4],
+    fig = figure.plot_speedup_sweep([128, 256, 512, 1024], {"torch.ao int8": [0.9, 1.3, 1.9, 2.4],
                                                            "qlab int8": [0.2, 0.3, 0.5, 0.6]}, "hidden size")
     _axes_labelled(fig)
     ax = fig.axes[0]
@@ -161,7 +169,7 @@ def test_plot_speedup_sweep():
     assert list(one.get_ydata()) == [1.0, 1.0]  # the break-even line
     assert [list(line.get_ydata()) for line in lines] == [[0.9, 1.3, 1.9, 2.4], [0.2, 0.3, 0.5, 0.6]]
     assert len({line.get_marker() for line in lines}) == 2
-    fig = plots.plot_speedup_sweep([1, 2, 3], {"a": [0.01, 1, 3]}, "batch", log_x=False)
+    fig = figure.plot_speedup_sweep([1, 2, 3], {"a": [0.01, 1, 3]}, "batch", log_x=False)
     assert fig.axes[0].get_xscale() == "linear" and fig.axes[0].get_yscale() == "log"
 
 
@@ -169,7 +177,7 @@ def test_plot_pareto_draws_the_front_and_marks_the_default():
     points = {"fp32": (1.0, 1.0), "x86 default": (2.2, 0.946), "per-channel": (1.7, 0.976),
               "slow and bad": (1.2, 0.9)}
     front = ["fp32", "per-channel", "x86 default"]
-    fig = plots.plot_pareto(points, "x86 default", "mean cosine to fp32", front=front)
+    fig = figure.plot_pareto(points, "x86 default", "mean cosine to fp32", front=front)
     _axes_labelled(fig)
     ax = fig.axes[0]
     assert ax.get_ylabel() == "mean cosine to fp32" and "speedup vs fp32" in ax.get_xlabel()
@@ -179,14 +187,14 @@ def test_plot_pareto_draws_the_front_and_marks_the_default():
     assert "x86 default (torch.ao's x86 default)" in legend
     assert len({c.get_paths()[0].vertices.tobytes() for c in ax.collections[:4]}) == 4  # 4 marker shapes
     with pytest.raises(ValueError, match="marked='nope' is not one of the points"):
-        plots.plot_pareto(points, "nope", "q")
+        figure.plot_pareto(points, "nope", "q")
     with pytest.raises(ValueError, match=r"front names \['ghost'\] that are not points"):
-        plots.plot_pareto(points, "fp32", "q", front=["ghost"])
+        figure.plot_pareto(points, "fp32", "q", front=["ghost"])
 
 
 def test_plot_dynamic_scales():
     calls = [("short sentence", 0.01, 60), ("long sentence", 0.03, 40), ("code", 0.002, 127)]
-    fig = plots.plot_dynamic_scales(calls, weight_scale=0.004)
+    fig = l03_figures.plot_dynamic_scales(calls, weight_scale=0.004)
     _axes_labelled(fig)
     ax, ax_z = fig.axes
     assert ax.get_yscale() == "log"  # 0.002 .. 0.03
@@ -198,22 +206,23 @@ def test_plot_dynamic_scales():
 
 def test_one_colour_blind_safe_palette():
     okabe_ito = {"#0072B2", "#E69F00", "#009E73", "#D55E00", "#56B4E9", "#CC79A7", "#F0E442"}
-    assert set(plots.PALETTE) - {plots.GREY} <= okabe_ito
-    styles = list(plots.CONFIG_STYLES.values())
+    assert set(figure.PALETTE) - {figure.GREY} <= okabe_ito
+    styles = list(figure.CONFIG_STYLES.values())
     assert len({s[1] for s in styles}) == len(styles)  # each configuration has its own marker
 
 
 def test_lesson03_layer_plots_label_their_axes():
-    from qlab.lab import plots
+    from qlab.lab.kit import figure
+    from qlab.lab.lessons.l03_dynamic_quantization import figures as l03_figures
 
-    fig = plots.plot_layer_scores({"a": 0.99, "b": 0.95, "c": 0.98}, "mean cosine", highlight=["b"])
+    fig = figure.plot_layer_scores({"a": 0.99, "b": 0.95, "c": 0.98}, "mean cosine", highlight=["b"])
     ax = fig.axes[0]
     assert ax.get_ylabel() == "mean cosine"
     assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b", "c"]
     assert [p.get_hatch() for p in ax.patches] == [None, "//", None]
-    fig = plots.plot_input_outliers({"a": 3.0, "b": 80.0})
+    fig = l03_figures.plot_input_outliers({"a": 3.0, "b": 80.0})
     assert fig.axes[0].get_yscale() == "log" and "median" in fig.axes[0].get_ylabel()
-    fig = plots.plot_alpha_curve([0.0, 0.5, 1.0], {"cosine": [0.9, 0.99, 0.95]}, 0.5)
+    fig = l03_figures.plot_alpha_curve([0.0, 0.5, 1.0], {"cosine": [0.9, 0.99, 0.95]}, 0.5)
     assert "α" in fig.axes[0].get_xlabel() and len(fig.axes[0].lines) == 2
 
 
@@ -225,14 +234,14 @@ def test_plot_stepper_shows_each_rules_share_of_equal_codes():
             "steps": {"float": {"diff": torch.zeros(100, dtype=torch.int64), "differ": 0.0, "max": 0},
                       "int32": {"diff": diff, "differ": 0.03, "max": 1},
                       "fixed_point": {"diff": diff, "differ": 0.03, "max": 1}}}
-    fig = plots.plot_stepper(step)
+    fig = l04_figures.plot_stepper(step)
     _labelled(fig)
     texts = [t.get_text() for t in fig.axes[2].texts]
     assert texts == ["100 / 100\nmax diff 0", "97 / 100\nmax diff 1", "97 / 100\nmax diff 1"]
 
 
 def test_plot_shift_marks_the_calibrated_range():
-    fig = plots.plot_shift([0.0, 1.0], {"ResNet": [1.0, 0.25]}, 1.0, "brightness", torch.randn(500),
+    fig = l04_figures.plot_shift([0.0, 1.0], {"ResNet": [1.0, 0.25]}, 1.0, "brightness", torch.randn(500),
                            torch.randn(500) + 1, (0.0, 4.0))
     _labelled(fig)
     span = [p for p in fig.axes[1].patches if p.get_label() == "input grid's range"]
@@ -242,15 +251,15 @@ def test_plot_shift_marks_the_calibrated_range():
 
 
 def test_lesson05_plots_label_their_axes():
-    from qlab.lab.qat import ste_curves
+    from qlab.lab.lessons.l05_quantization_aware_training.numbers import ste_curves
 
-    _labelled(plots.plot_ste(ste_curves(3)))
-    fig = plots.plot_qat_curves({"4-bit": ([0, 4, 8], [0.5, 0.8, 0.9])}, {"4-bit": 0.6},
+    _labelled(l05_figures.plot_ste(ste_curves(3)))
+    fig = l05_figures.plot_qat_curves({"4-bit": ([0, 4, 8], [0.5, 0.8, 0.9])}, {"4-bit": 0.6},
                                 {"bn": 4, "observers": None})
     _labelled(fig)
     assert [t.get_text() for t in fig.axes[0].texts] == ["bn frozen"]
     sweep = {"net PTQ": [0.99, 0.9, 0.1], "net QAT": [0.99, 0.99, 0.96]}
-    fig = plots.plot_bits_sweep([8, 4, 2], sweep, "weight bits", reference={"net": 0.995})
+    fig = l05_figures.plot_bits_sweep([8, 4, 2], sweep, "weight bits", reference={"net": 0.995})
     _labelled(fig)
     lines = fig.axes[0].get_lines()
     assert [ln.get_linestyle() for ln in lines[:2]] == ["--", "-"]  # PTQ dashed, QAT solid
@@ -258,7 +267,6 @@ def test_lesson05_plots_label_their_axes():
 
 
 def test_lesson06_plots():
-    from qlab.lab import workflow
 
     def row(method, loss, speedup, size):
         return {"model": "m", "method": method, "quality": 1 - loss, "metric": "test accuracy",
@@ -266,11 +274,11 @@ def test_lesson06_plots():
                 "seconds": 0.0, "note": ""}
 
     rows = [row("fp32", 0, 1, 1e6), row("static", 0.05, 2, 3e5), row("QAT 8-bit", 0.0, 1.9, 3e5)]
-    _labelled(plots.plot_tradeoffs({"m": rows}))
-    fig = plots.plot_relative_sizes({"m": rows})
+    _labelled(l06_figures.plot_tradeoffs({"m": rows}))
+    fig = l06_figures.plot_relative_sizes({"m": rows})
     _labelled(fig)
     assert [round(p.get_height()) for p in fig.axes[0].patches] == [100, 30, 30]
-    flow = plots.plot_decision_flow(workflow.decide(rows, 0.01))
+    flow = l06_figures.plot_decision_flow(numbers.decide(rows, 0.01))
     assert flow.axes[0].get_title() == "chosen: QAT 8-bit"
     bold = [t.get_text() for t in flow.axes[0].texts if t.get_fontweight() == "bold"]
     assert "4. QAT\n(low learning rate)" in bold and "keep fp32\n(or raise the tolerance)" not in bold
@@ -279,10 +287,10 @@ def test_lesson06_plots():
 def test_observer_ranges_go_symlog_when_outliers_squeeze_the_bulk():
     torch.manual_seed(0)
     v = torch.randn(20000).abs()
-    narrow = plots.plot_observer_ranges(v, {"MinMax": (0.0, float(v.max()))})
+    narrow = l02_figures.plot_observer_ranges(v, {"MinMax": (0.0, float(v.max()))})
     assert narrow.axes[0].get_xscale() == "linear"
     v[:3] = 40.0
-    wide = plots.plot_observer_ranges(v, {"MinMax": (0.0, 40.0), "Percentile": (0.0, 3.5)})
+    wide = l02_figures.plot_observer_ranges(v, {"MinMax": (0.0, 40.0), "Percentile": (0.0, 3.5)})
     wide.canvas.draw()
     assert wide.axes[0].get_xscale() == "symlog"
     assert "logarithmic beyond" in wide.axes[1].get_xlabel()
@@ -293,7 +301,7 @@ def test_observer_ranges_go_symlog_when_outliers_squeeze_the_bulk():
     assert [t for t in ticks if bulk * 1.01 < t < 40.0] == [5.0, 10.0, 20.0]  # round numbers in the log part
     signed = v.clone()
     signed[3:10000] *= -1
-    both = plots.plot_observer_ranges(signed, {"MinMax": (float(signed.min()), 40.0)})
+    both = l02_figures.plot_observer_ranges(signed, {"MinMax": (float(signed.min()), 40.0)})
     both.canvas.draw()
     assert "linear up to ±" in both.axes[1].get_xlabel()
     assert min(both.axes[1].get_xticks()) < 0 < max(both.axes[1].get_xticks())
@@ -305,7 +313,7 @@ def test_symlog_ticks_keep_labels_apart():
     ax = Figure().add_subplot()
     ax.set_xscale("symlog", linthresh=7.3, linscale=2.0)
     t = ax.xaxis.get_transform()
-    ticks = plots._symlog_ticks(t, 0.0, 599.0, 7.3)
+    ticks = l02_figures._symlog_ticks(t, 0.0, 599.0, 7.3)
     assert ticks[:3] == pytest.approx([0.0, 3.65, 7.3]) and ticks[-1] == 599.0
     pos = [float(t.transform([x])[0]) for x in ticks]
     span = pos[-1] - pos[0]
@@ -315,7 +323,7 @@ def test_symlog_ticks_keep_labels_apart():
 
 def test_channel_ranges_tell_the_two_scales_apart_by_shape():
     lo, hi = -torch.rand(16), torch.rand(16)
-    fig = plots.plot_channel_ranges(lo, hi, torch.full((16,), 20.0), torch.full((16,), 30.0))
+    fig = figure.plot_channel_ranges(lo, hi, torch.full((16,), 20.0), torch.full((16,), 30.0))
     markers = {ln.get_label(): ln.get_marker() for ln in fig.axes[1].get_lines()}
     assert markers == {"per-tensor scale\n(hollow squares)": "s", "per-channel scale\n(dots)": "o"}
     fig.canvas.draw()
@@ -327,12 +335,12 @@ def test_plot_quantization_per_channel_names_the_row_and_shades_nothing(quantize
     """Per-channel, the grid and range drawn are one row's: they say so, and values outside that row's
     range are not shaded as clipped (each row has its own range)."""
     x, x_hat, levels = quantized
-    fig = plots.plot_quantization(x, x_hat, levels, clip_range=(-1.0, 1.0), scale=0.3, row=7)
+    fig = l01_figures.plot_quantization(x, x_hat, levels, clip_range=(-1.0, 1.0), scale=0.3, row=7)
     _labelled(fig)
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert "row 7's grid: 16 levels" in labels and "row 7's range [-1, 1]" in labels
     assert not any("clipped" in label for label in labels)
     assert "its own scale/2" in fig.axes[2].get_title()
-    per_tensor = plots.plot_quantization(x, x_hat, levels, clip_range=(-1.0, 1.0))
+    per_tensor = l01_figures.plot_quantization(x, x_hat, levels, clip_range=(-1.0, 1.0))
     legend = [t.get_text() for t in per_tensor.axes[0].get_legend().get_texts()]
     assert "clipped (outside the range)" in legend

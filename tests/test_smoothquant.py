@@ -230,16 +230,17 @@ def test_bad_input_to_smooth_quant(block):
 
 
 def test_smoothed_minilm_keeps_its_embeddings_and_flattens_every_linear_input():
-    from qlab.lab import experiments as X
-    from qlab.lab.data import sentences
-    from qlab.lab.models import load_minilm
+    from qlab.lab.kit import minilm
+    from qlab.lab.kit.data import sentences
+    from qlab.lab.kit.models import load_minilm
+    from qlab.lab.lessons.l03_dynamic_quantization import numbers
 
     model = load_minilm().eval()
     sents = sentences(24)
-    batches = X.minilm_batches(model, sents[:16])
-    folds = X.bert_value_folds(model)  # value -> attention.output.dense: 1/s folded into value
+    batches = minilm.minilm_batches(model, sents[:16])
+    folds = numbers.bert_value_folds(model)  # value -> attention.output.dense: 1/s folded into value
     smoothed = sq.smooth_quant(model, batches, 0.8, folds=folds)
-    torch.testing.assert_close(X.encode(smoothed, sents), X.encode(model, sents), rtol=0, atol=2e-5)
+    torch.testing.assert_close(minilm.encode(smoothed, sents), minilm.encode(model, sents), rtol=0, atol=2e-5)
     before = sq.input_channel_absmax(model, batches)
     after = {n.removesuffix(".linear"): a for n, a in sq.input_channel_absmax(smoothed, batches).items()}
     assert set(after) == set(before)

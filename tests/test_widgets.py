@@ -1,4 +1,5 @@
-"""widgets.py: the lesson 01 panel builds, and its readout follows the sliders."""
+"""Panels (qlab.lab.kit.panel and the lessons' panels): the lesson 01 panel builds, and its readout
+follows the sliders."""
 
 import re
 
@@ -11,8 +12,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import qlab  # noqa: E402
-from qlab.lab.experiments import quantization_report  # noqa: E402
-from qlab.lab.widgets import QuantizationPanel, quantization_panel, quantize_with  # noqa: E402
+from qlab.lab.lessons.l01_quantization_math.numbers import quantization_report, quantize_with
+from qlab.lab.lessons.l01_quantization_math.panels import QuantizationPanel, quantization_panel
 
 SQNR = re.compile(r"SQNR = (-?[0-9.]+|inf) dB")
 
@@ -82,7 +83,7 @@ def test_display_carries_a_png(panel):
 
 
 def test_clip_range_follows_the_scheme():
-    from qlab.lab.widgets import clip_range
+    from qlab.lab.lessons.l01_quantization_math.numbers import clip_range
 
     x = torch.tensor([-1.0, 0.5, 3.0])
     assert clip_range(x, "symmetric", 1.0) == (-3.0, 3.0)
@@ -223,8 +224,10 @@ def test_panel_refuses_a_bad_dict():
 
 # ---- lessons 03 and 04: the speed panels (real timings at tiny sizes, or a stand-in timer)
 
-from qlab.lab import bench  # noqa: E402
-from qlab.lab import widgets as W  # noqa: E402
+from qlab.lab.kit import panel as kit_panel  # noqa: E402
+from qlab.lab.kit import timing  # noqa: E402
+from qlab.lab.lessons.l03_dynamic_quantization import panels as l03_panels  # noqa: E402
+from qlab.lab.lessons.l04_static_quantization import panels as l04_panels  # noqa: E402
 
 RATIO = r"{} ([0-9]+\.[0-9]+)x fp32"  # the browser test's readout pattern, e.g. "torch.ao int8 2.05x fp32"
 
@@ -255,7 +258,7 @@ def fake_dynamic(monkeypatch):
         return {"kind": kind, "hidden": hidden, "batch": batch, "seq": seq, "threads": threads,
                 **fake(kind, hidden, batch, seq, threads, min_run_time)}
 
-    monkeypatch.setattr(W.bench, "time_dynamic", time_dynamic)
+    monkeypatch.setattr(l03_panels.speed, "time_dynamic", time_dynamic)
     return calls
 
 
@@ -269,22 +272,22 @@ def fake_cnn(monkeypatch):
         return {"model": model, "batch": batch, "threads": threads, "width": width,
                 "fp32_layout": "channels_last", **fake(model, batch, threads, width, min_run_time)}
 
-    monkeypatch.setattr(W.bench, "time_cnn", time_cnn)
+    monkeypatch.setattr(l04_panels.speed, "time_cnn", time_cnn)
     return calls
 
 
 def test_dynamic_speed_panel_contract_and_one_default_draw(fake_dynamic):
-    panel = W.dynamic_speed_panel(hidden=512, batch=8, seq=16, threads=1)
-    assert isinstance(panel, W.DynamicSpeedPanel) and isinstance(panel, widgets.VBox)
+    panel = l03_panels.dynamic_speed_panel(hidden=512, batch=8, seq=16, threads=1)
+    assert isinstance(panel, l03_panels.DynamicSpeedPanel) and isinstance(panel, widgets.VBox)
     sliders = {"hidden": ("hidden size", 128, 1024), "batch": ("batch size", 1, 64),
-               "seq": ("sequence length", 1, 64), "threads": ("threads", 1, bench.max_threads())}
+               "seq": ("sequence length", 1, 64), "threads": ("threads", 1, timing.max_threads())}
     for attr, (label, lo, hi) in sliders.items():
         s = getattr(panel, attr)
         assert isinstance(s, widgets.IntSlider) and (s.description, s.min, s.max) == (label, lo, hi)
     assert isinstance(panel.kind, widgets.ToggleButtons) and panel.kind.description == "model"
     assert panel.kind.options == (("LSTM", "lstm"), ("Linear", "linear"))
     assert panel.readout in panel.children and panel.output in panel.children
-    assert fake_dynamic == [("lstm", 512, 8, 16, 1, W.PANEL_RUN_TIME)]  # drawn once, at the defaults
+    assert fake_dynamic == [("lstm", 512, 8, 16, 1, kit_panel.PANEL_RUN_TIME)]  # drawn once, at the defaults
     assert panel.readout.value.startswith("LSTM, hidden 512, batch 8, seq 16, 1 thread — ")
     assert ratio_of(panel, "torch.ao int8") == 2.0 and ratio_of(panel, "qlab int8") == 3.0
     bundle = panel._repr_mimebundle_()  # the PNG is the draw the readout describes: no second timing
@@ -292,17 +295,17 @@ def test_dynamic_speed_panel_contract_and_one_default_draw(fake_dynamic):
 
 
 def test_speed_panel_warns_when_the_machine_was_busy(monkeypatch, fake_dynamic):
-    quiet = W.dynamic_speed_panel(threads=1)
+    quiet = l03_panels.dynamic_speed_panel(threads=1)
     assert "busy machine" not in quiet.readout.value
-    timer = W.bench.time_dynamic
-    monkeypatch.setattr(W.bench, "time_dynamic", lambda *a: {**timer(*a), "spread": 2.5})
-    busy = W.dynamic_speed_panel(threads=1)
+    timer = l03_panels.speed.time_dynamic
+    monkeypatch.setattr(l03_panels.speed, "time_dynamic", lambda *a: {**timer(*a), "spread": 2.5})
+    busy = l03_panels.dynamic_speed_panel(threads=1)
     assert "⚠ busy machine: timing rounds differed 2.5x" in busy.readout.value
     assert ratio_of(busy, "torch.ao int8") == 2.0
 
 
 def test_dynamic_speed_panel_redraws_on_each_control(fake_dynamic):
-    panel = W.dynamic_speed_panel(threads=1)
+    panel = l03_panels.dynamic_speed_panel(threads=1)
     panel.hidden.value = 1024
     panel.batch.value = 1
     panel.kind.value = "linear"
@@ -312,7 +315,7 @@ def test_dynamic_speed_panel_redraws_on_each_control(fake_dynamic):
 
 
 def test_dynamic_speed_panel_measures_for_real():
-    panel = W.dynamic_speed_panel(hidden=128, batch=1, seq=2, threads=1, min_run_time=0.005)
+    panel = l03_panels.dynamic_speed_panel(hidden=128, batch=1, seq=2, threads=1, min_run_time=0.005)
     r = panel.result
     assert all(t > 0 for t in r["ms"].values())
     assert ratio_of(panel, "torch.ao int8") == round(r["speedup"]["torch.ao int8"], 2)
@@ -322,29 +325,29 @@ def test_dynamic_speed_panel_measures_for_real():
 
 
 def test_cnn_speed_panel_contract_and_one_default_draw(fake_cnn):
-    panel = W.cnn_speed_panel(batch=4, threads=1, width=0.5)
+    panel = l04_panels.cnn_speed_panel(batch=4, threads=1, width=0.5)
     for attr, (label, lo, hi) in {"batch": ("batch size", 1, 64),
-                                  "threads": ("threads", 1, bench.max_threads()),
+                                  "threads": ("threads", 1, timing.max_threads()),
                                   "width": ("width multiplier", 0.25, 4.0)}.items():
         s = getattr(panel, attr)
         assert isinstance(s, (widgets.IntSlider, widgets.FloatSlider))
         assert (s.description, s.min, s.max) == (label, lo, hi)
     assert panel.model.options == (("ResNet", "resnet"), ("MobileNetV2", "mobilenet_v2"))
-    assert fake_cnn == [("resnet", 4, 1, 0.5, W.PANEL_RUN_TIME)]
+    assert fake_cnn == [("resnet", 4, 1, 0.5, kit_panel.PANEL_RUN_TIME)]
     text = panel.readout.value
     assert text.startswith("ResNet ×0.50, batch 4, 1 thread — best fp32: channels_last 2 ms")
     assert ratio_of(panel, "torch.ao int8") == 3.0 and ratio_of(panel, "qlab int8") == 4.0
     assert ratio_of(panel, "dynamic int8 (fc only)") == 5.0
     panel.model.value = "mobilenet_v2"
     panel.width.value = 2.0
-    assert fake_cnn[-1] == ("mobilenet_v2", 4, 1, 2.0, W.PANEL_RUN_TIME)
+    assert fake_cnn[-1] == ("mobilenet_v2", 4, 1, 2.0, kit_panel.PANEL_RUN_TIME)
     assert panel.readout.value.startswith("MobileNetV2 ×2.00")
     panel._repr_mimebundle_()
     assert len(fake_cnn) == 3
 
 
 def test_cnn_speed_panel_measures_for_real():
-    panel = W.cnn_speed_panel(batch=1, threads=1, width=0.25, min_run_time=0.005)
+    panel = l04_panels.cnn_speed_panel(batch=1, threads=1, width=0.25, min_run_time=0.005)
     r = panel.result
     assert f"best fp32: {r['fp32_layout']} " in panel.readout.value
     assert ratio_of(panel, "torch.ao int8") == round(r["speedup"]["torch.ao int8"], 2)
@@ -352,20 +355,21 @@ def test_cnn_speed_panel_measures_for_real():
 
 
 @pytest.mark.parametrize("build, message", [
-    (lambda: W.dynamic_speed_panel(hidden=64), r"hidden=64 is outside the panel's range; hidden must be "
-                                               r"in 128\.\.1024"),
-    (lambda: W.dynamic_speed_panel(hidden=2048), r"hidden must be in 128\.\.1024"),
-    (lambda: W.dynamic_speed_panel(batch=0), r"batch must be in 1\.\.64"),
-    (lambda: W.dynamic_speed_panel(seq=65), r"seq must be in 1\.\.64"),
-    (lambda: W.dynamic_speed_panel(threads=0), r"threads must be in 1\.\."),
-    (lambda: W.dynamic_speed_panel(kind="gru"), r"kind must be one of \('lstm', 'linear'\), got 'gru'"),
-    (lambda: W.dynamic_speed_panel(min_run_time=0), r"min_run_time must be a number of seconds > 0"),
-    (lambda: W.cnn_speed_panel(width=0.0), r"width=0\.0 is outside the panel's range; width must be "
+    (lambda: l03_panels.dynamic_speed_panel(hidden=64),
+     r"hidden=64 is outside the panel's range; hidden must be in 128\.\.1024"),
+    (lambda: l03_panels.dynamic_speed_panel(hidden=2048), r"hidden must be in 128\.\.1024"),
+    (lambda: l03_panels.dynamic_speed_panel(batch=0), r"batch must be in 1\.\.64"),
+    (lambda: l03_panels.dynamic_speed_panel(seq=65), r"seq must be in 1\.\.64"),
+    (lambda: l03_panels.dynamic_speed_panel(threads=0), r"threads must be in 1\.\."),
+    (lambda: l03_panels.dynamic_speed_panel(kind="gru"),
+     r"kind must be one of \('lstm', 'linear'\), got 'gru'"),
+    (lambda: l03_panels.dynamic_speed_panel(min_run_time=0), r"min_run_time must be a number of seconds > 0"),
+    (lambda: l04_panels.cnn_speed_panel(width=0.0), r"width=0\.0 is outside the panel's range; width must be "
                                            r"in 0\.25\.\.4\.0"),
-    (lambda: W.cnn_speed_panel(width=8), r"width must be in 0\.25\.\.4\.0"),
-    (lambda: W.cnn_speed_panel(batch=65), r"batch must be in 1\.\.64"),
-    (lambda: W.cnn_speed_panel(threads=bench.max_threads() + 1), r"threads must be in 1\.\."),
-    (lambda: W.cnn_speed_panel(model="vgg"), r"model must be one of \('resnet', 'mobilenet_v2'\)"),
+    (lambda: l04_panels.cnn_speed_panel(width=8), r"width must be in 0\.25\.\.4\.0"),
+    (lambda: l04_panels.cnn_speed_panel(batch=65), r"batch must be in 1\.\.64"),
+    (lambda: l04_panels.cnn_speed_panel(threads=timing.max_threads() + 1), r"threads must be in 1\.\."),
+    (lambda: l04_panels.cnn_speed_panel(model="vgg"), r"model must be one of \('resnet', 'mobilenet_v2'\)"),
 ])
 def test_speed_panels_refuse_values_outside_their_sliders(build, message):
     with pytest.raises(ValueError, match=message):
@@ -374,15 +378,15 @@ def test_speed_panels_refuse_values_outside_their_sliders(build, message):
 
 def test_speed_panels_refuse_wrong_types():
     with pytest.raises(TypeError, match=r"hidden must be an int in 128\.\.1024, got float"):
-        W.dynamic_speed_panel(hidden=256.0)
+        l03_panels.dynamic_speed_panel(hidden=256.0)
     with pytest.raises(TypeError, match=r"batch must be an int in 1\.\.64, got bool"):
-        W.cnn_speed_panel(batch=True)
+        l04_panels.cnn_speed_panel(batch=True)
 
 
 def test_smoothquant_panel_measures_each_alpha_once_and_refuses_bad_alpha():
     import pytest
 
-    from qlab.lab.widgets import smoothquant_panel
+    from qlab.lab.lessons.l03_dynamic_quantization.panels import smoothquant_panel
 
     calls = []
 

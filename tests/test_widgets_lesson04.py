@@ -1,5 +1,5 @@
-"""widgets.py, lesson 04: the integer stepper panel and the shifted-calibration panel, on the
-real lesson checkpoints; each readout is checked against the static_ptq function it shows."""
+"""Lesson 04's panels: the integer stepper panel and the shifted-calibration panel, on the
+real lesson checkpoints; each readout is checked against the numbers function it shows."""
 
 import re
 
@@ -11,9 +11,10 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import qlab  # noqa: E402
-from qlab.lab import checkpoints, data  # noqa: E402
-from qlab.lab import static_ptq as sp  # noqa: E402
-from qlab.lab.widgets import shift_panel, stepper_panel  # noqa: E402
+from qlab.lab.kit import checkpoints, data
+from qlab.lab.lessons.l04_static_quantization import numbers as l04_numbers
+from qlab.lab.lessons.l04_static_quantization.panels import shift_panel, stepper_panel
+from qlab.lab.lessons.l05_quantization_aware_training import numbers as l05_numbers
 
 CALIB, CALIB_Y = data.digits_tensors("train")
 X, Y = data.digits_tensors("test")
@@ -37,13 +38,13 @@ def _accumulator_range(panel) -> tuple[int, int]:
 
 def test_stepper_panel_reads_out_step_layer(resnet_int8):
     panel = stepper_panel(resnet_int8, X[:8], layer="layers.1.0.conv1", image=3)
-    want = sp.step_layer(resnet_int8, "layers.1.0.conv1", X[3])
+    want = l04_numbers.step_layer(resnet_int8, "layers.1.0.conv1", X[3])
     assert _accumulator_range(panel) == (want["acc_min"], want["acc_max"])
     assert f"{want['m0'][0]:,}" in panel.readout.value
     assert "equal to torch.ao's: 100.00 %" in panel.readout.value  # float rule = torch.ao (fbgemm)
-    assert set(panel.layer.options) == set(sp.int8_layers(resnet_int8))
+    assert set(panel.layer.options) == set(l04_numbers.int8_layers(resnet_int8))
     panel.image.value = 5  # the readout follows the slider
-    want = sp.step_layer(resnet_int8, "layers.1.0.conv1", X[5])
+    want = l04_numbers.step_layer(resnet_int8, "layers.1.0.conv1", X[5])
     assert _accumulator_range(panel) == (want["acc_min"], want["acc_max"])
     panel.layer.value = "fc"
     assert panel.readout.value.startswith("fc (linear)")
@@ -64,13 +65,13 @@ def test_stepper_panel_bad_input(resnet_int8):
 def test_shift_panel_measures_calibrate_shifted_once_per_amount(monkeypatch):
     resnet = checkpoints.load_model("resnet")
     calls = []
-    real = sp.calibrate_shifted
+    real = l04_numbers.calibrate_shifted
 
     def counting(model, calib, x, y, shift, amount, *args, **kw):
         calls.append((shift, amount))
         return real(model, calib, x, y, shift, amount, *args, **kw)
 
-    monkeypatch.setattr(sp, "calibrate_shifted", counting)
+    monkeypatch.setattr(l04_numbers, "calibrate_shifted", counting)
     x, y = X[:64], Y[:64]
     panel = shift_panel({"ResNet": resnet}, (CALIB, CALIB_Y), x, y, amount=1.0)
     got = float(re.search(r"int8 accuracy ResNet (\d+\.\d) %", panel.readout.value).group(1))
@@ -99,7 +100,7 @@ def test_shift_panel_bad_input():
 
 
 def test_lesson05_ste_panel_follows_its_sliders():
-    from qlab.lab.widgets import ste_panel
+    from qlab.lab.lessons.l05_quantization_aware_training.panels import ste_panel
 
     panel = ste_panel(bits=3, range_max=1.0)
     step3 = float(re.search(r"step ([0-9.]+)", panel.readout.value).group(1))
@@ -111,13 +112,12 @@ def test_lesson05_ste_panel_follows_its_sliders():
 
 
 def test_lesson05_qat_curve_panel_measures_the_recorded_int8_model():
-    from qlab.lab import qat
-    from qlab.lab.widgets import qat_curve_panel
+    from qlab.lab.lessons.l05_quantization_aware_training.panels import qat_curve_panel
 
     panel = qat_curve_panel("resnet", 2)
     with torch.no_grad():
-        acc = float((qat.load_int8("resnet", 2)(X).argmax(1) == Y).float().mean())
+        acc = float((l05_numbers.load_int8("resnet", 2)(X).argmax(1) == Y).float().mean())
     assert f"QAT {100 * acc:.1f} %" in panel.readout.value
-    assert f"PTQ {100 * qat.ptq_accuracy('resnet', 2, 8):.1f} %" in panel.readout.value
+    assert f"PTQ {100 * l05_numbers.ptq_accuracy('resnet', 2, 8):.1f} %" in panel.readout.value
     with pytest.raises(ValueError, match="recorded widths"):
         qat_curve_panel("resnet", 5)

@@ -1,5 +1,5 @@
-"""qlab.lab.workflow (lesson 06): the decision over measured rows, choose() on a real model and its
-bad input, and `qlab report` (columns, --json schema, unknown model names)."""
+"""Lesson 06's numbers (qlab.lab.lessons.l06_choosing_a_method): the decision over measured rows, choose()
+on a real model and its bad input, and `qlab report` (columns, --json schema, unknown model names)."""
 
 import json
 
@@ -7,7 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from qlab.lab import checkpoints, cli, data, workflow
+from qlab.lab.kit import checkpoints, data
+from qlab.lab.lessons.l06_choosing_a_method import numbers
+from qlab.lab.tools import cli
 
 
 def _row(method, loss, speedup, size=1_000_000):
@@ -22,27 +24,27 @@ ROWS = [_row("fp32", 0.0, 1.0), _row("dynamic", 0.0, 1.0), _row("static", 0.004,
 
 @pytest.mark.parametrize(("tolerance", "chosen"), [(0.0, "QAT 8-bit"), (0.005, "static"), (0.1, "static")])
 def test_decide_tries_ptq_first_then_qat(tolerance, chosen):
-    d = workflow.decide(ROWS, tolerance)
+    d = numbers.decide(ROWS, tolerance)
     assert d["chosen"]["method"] == chosen
     assert any("gains neither speed nor size" in line for line in d["trail"])  # dynamic: no gain here
     assert d["trail"][-1].startswith(f"5. deploy {chosen}")
 
 
 def test_decide_keeps_fp32_when_nothing_is_acceptable():
-    d = workflow.decide([_row("fp32", 0.0, 1.0), _row("static", 0.05, 2.0)], 0.01)
+    d = numbers.decide([_row("fp32", 0.0, 1.0), _row("static", 0.05, 2.0)], 0.01)
     assert d["chosen"] is None and "keep fp32" in d["trail"][-1]
 
 
 @pytest.mark.parametrize("tolerance", [-0.01, "1%", True, float("nan")])
 def test_decide_refuses_bad_tolerance(tolerance):
     with pytest.raises(ValueError, match="tolerance is the largest quality loss"):
-        workflow.decide(ROWS, tolerance)
+        numbers.decide(ROWS, tolerance)
 
 
 def test_choose_on_the_lesson_resnet(capsys):
     x_train, _ = data.digits_tensors("train")
     x, y = data.digits_tensors("test")
-    result = workflow.choose(checkpoints.load_model("resnet"), (x, y), 0.01, calib=x_train[:128],
+    result = numbers.choose(checkpoints.load_model("resnet"), (x, y), 0.01, calib=x_train[:128],
                              min_run_time=0.05)
     assert [r["method"] for r in result["rows"]] == ["fp32", "dynamic", "static"]
     assert result["chosen"]["method"] == "static"  # no loss at 8 bits, and int8 is smaller
@@ -53,17 +55,17 @@ def test_choose_bad_input():
     x, y = data.digits_tensors("test")
     model = checkpoints.load_model("resnet")
     with pytest.raises(ValueError, match="tolerance"):
-        workflow.choose(model, (x, y), -1)
+        numbers.choose(model, (x, y), -1)
     with pytest.raises(ValueError, match="needs calibration images"):
-        workflow.choose(model, (x, y), 0.01)
+        numbers.choose(model, (x, y), 0.01)
     with pytest.raises(ValueError, match="fuse_model"):
-        workflow.choose(nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10)), (x, y), 0.01, calib=x[:8])
+        numbers.choose(nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10)), (x, y), 0.01, calib=x[:8])
     with pytest.raises(ValueError, match="at least one example"):
-        workflow.choose(model, (x[:0], y[:0]), 0.01, calib=x[:8])
+        numbers.choose(model, (x[:0], y[:0]), 0.01, calib=x[:8])
     with pytest.raises(ValueError, match="data must be"):
-        workflow.choose(model, None, 0.01, calib=x[:8])
+        numbers.choose(model, None, 0.01, calib=x[:8])
     with pytest.raises(ValueError, match="methods must be"):
-        workflow.choose(model, (x, y), 0.01, methods=("qat",))
+        numbers.choose(model, (x, y), 0.01, methods=("qat",))
 
 
 def test_report_json_schema_and_markdown_columns(capsys):
@@ -72,9 +74,9 @@ def test_report_json_schema_and_markdown_columns(capsys):
     out = json.loads(capsys.readouterr().out)
     assert set(out) == {"environment", "rows"}
     assert [r["method"] for r in out["rows"]] == ["fp32", "dynamic"]
-    assert all(set(r) == set(workflow.COLUMNS) for r in out["rows"])
-    md = workflow.report_markdown(out["rows"])
-    assert md.splitlines()[0] == "| " + " | ".join(workflow.COLUMNS) + " |"
+    assert all(set(r) == set(numbers.COLUMNS) for r in out["rows"])
+    md = numbers.report_markdown(out["rows"])
+    assert md.splitlines()[0] == "| " + " | ".join(numbers.COLUMNS) + " |"
     assert len(md.splitlines()) == 2 + len(out["rows"])
 
 
@@ -89,7 +91,7 @@ def test_report_refuses_an_unknown_model(capsys):
 def test_workflow_panel_deploys_more_int8_as_the_tolerance_grows():
     import re
 
-    from qlab.lab.widgets import workflow_panel
+    from qlab.lab.lessons.l06_choosing_a_method.panels import workflow_panel
 
     rows = {"a": ROWS, "b": [_row("fp32", 0.0, 1.0), _row("dynamic", 0.02, 3.0, 600_000)]}
     panel = workflow_panel(rows, tolerance=0.0)

@@ -22,29 +22,20 @@ where float64 holds the sum exactly (checked per column; a round-to-odd sum cove
 from __future__ import annotations
 
 import math
-import struct
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from ..qparams import QParams, grid
-from ..qtypes import int8, uint8
+from ..qtypes import int8, round_to_float32, uint8
 from .base import Int8Module, expect_features, placeholder_qparams, quantize_weight
 
 STORE_MIN, STORE_MAX = 0, 255  # q_x lives in uint8 (fbgemm clamps to this, not to qmax)
 BLOCK = 1 << 18  # outputs per block of rows in to_float: its float64 temporaries stay in cache
 
 
-def _f32(v: float) -> float:
-    """v rounded to the nearest float32 (ties to even); +-inf beyond float32's range."""
-    try:
-        return struct.unpack("f", struct.pack("f", v))[0]
-    except OverflowError:
-        return math.copysign(math.inf, v)
-
-
-SMALL_SCALE_THRESHOLD = _f32(6.1e-5)  # fbgemm: scales below this (a float32 6.1e-5f) are raised
+SMALL_SCALE_THRESHOLD = round_to_float32(6.1e-5)  # fbgemm: scales below this (a float32 6.1e-5f) are raised
 
 
 # --------------------------------------------------------------------------------------
@@ -61,29 +52,29 @@ def choose_qparams(x_min: float, x_max: float, qmin: int, qmax: int) -> tuple[fl
     """
     lo, hi = min(x_min, 0.0), max(x_max, 0.0)
     scale = (hi - lo) / (qmax - qmin)
-    f = _f32(scale)
-    if f == 0.0 or math.isinf(_f32(1.0 / f)):
+    f = round_to_float32(scale)
+    if f == 0.0 or math.isinf(round_to_float32(1.0 / f)):
         scale = 0.1
     if scale < SMALL_SCALE_THRESHOLD:  # the range is widened; float32 arithmetic, as in C++
-        org, scale = _f32(scale), SMALL_SCALE_THRESHOLD
+        org, scale = round_to_float32(scale), SMALL_SCALE_THRESHOLD
         if lo == 0.0:
-            hi = _f32(SMALL_SCALE_THRESHOLD * (qmax - qmin))
+            hi = round_to_float32(SMALL_SCALE_THRESHOLD * (qmax - qmin))
         elif hi == 0.0:
-            lo = _f32(-SMALL_SCALE_THRESHOLD * (qmax - qmin))
+            lo = round_to_float32(-SMALL_SCALE_THRESHOLD * (qmax - qmin))
         else:
-            amplifier = _f32(SMALL_SCALE_THRESHOLD / org)
-            lo, hi = _f32(lo * amplifier), _f32(hi * amplifier)
+            amplifier = round_to_float32(SMALL_SCALE_THRESHOLD / org)
+            lo, hi = round_to_float32(lo * amplifier), round_to_float32(hi * amplifier)
     zp_min, zp_max = qmin - lo / scale, qmax - hi / scale
     err_min, err_max = abs(qmin) - abs(lo / scale), abs(qmax) - abs(hi / scale)
     zp = zp_min if err_min < err_max else zp_max
     zp = qmin if zp < qmin else qmax if zp > qmax else round(zp)
-    return _f32(scale), int(zp)
+    return round_to_float32(scale), int(zp)
 
 
 def dynamic_qparams(x_min: float, x_max: float, reduce_range: bool = True) -> QParams:
     """QParams for [x_min, x_max] on uint8 (0..127 with reduce_range), as fbgemm chooses them."""
     qmin, qmax = grid(uint8, reduce_range)
-    scale, zp = choose_qparams(_f32(float(x_min)), _f32(float(x_max)), qmin, qmax)
+    scale, zp = choose_qparams(round_to_float32(float(x_min)), round_to_float32(float(x_max)), qmin, qmax)
     return QParams(torch.tensor(scale, dtype=torch.float32), torch.tensor(zp), uint8, qmin, qmax)
 
 
@@ -115,8 +106,8 @@ def choose_grid(x: torch.Tensor, reduce_range: bool = True) -> ActGrid:
     else:
         x_min = x_max = 0.0
     scale, zp = choose_qparams(x_min, x_max, *grid(uint8, reduce_range))
-    inv = _f32(1.0 / scale)
-    return ActGrid(scale, zp, inv, round(_f32(x_min * inv)), round(_f32(x_max * inv)))
+    inv = round_to_float32(1.0 / scale)
+    return ActGrid(scale, zp, inv, round(round_to_float32(x_min * inv)), round(round_to_float32(x_max * inv)))
 
 
 # --------------------------------------------------------------------------------------
@@ -130,7 +121,7 @@ def quantize_activation(x: torch.Tensor, qp: QParams) -> torch.Tensor:
     Rounded first, then the zero point added: rounding x * (1/scale) + zp in one step (an fma)
     differs at ties. The clamp is uint8's range: a tie at max(x) can give qmax + 1.
     """
-    inv = _f32(1.0 / float(qp.scale))
+    inv = round_to_float32(1.0 / float(qp.scale))
     q = torch.mul(x.to(torch.float32), inv).round_().add_(int(qp.zero_point))
     return q.clamp_(STORE_MIN, STORE_MAX).to(torch.uint8)
 
@@ -225,8 +216,8 @@ def _inexact_columns(w: _Weight, g: ActGrid, m: float | torch.Tensor) -> torch.T
     """
     q_abs = g.q_abs()
     per_channel = isinstance(m, torch.Tensor)
-    m_max = _f32(g.scale * w.scale_max) if per_channel else m
-    m_min = _f32(g.scale * w.scale_min) if per_channel else m
+    m_max = round_to_float32(g.scale * w.scale_max) if per_channel else m
+    m_min = round_to_float32(g.scale * w.scale_min) if per_channel else m
     bound = 2 * (w.row_abs_max * q_abs * m_max + w.bias_abs_max)
     if w.bias is None or math.frexp(bound)[1] <= min(math.frexp(m_min)[1], w.bias_exp_min) + 29:
         return None
@@ -265,7 +256,8 @@ def to_float(acc: torch.Tensor, g: ActGrid, w: _Weight) -> torch.Tensor:
     rounding of the float64 sum to float32 is the fma. Other columns round to odd first.
     Blocks of rows keep the float64 temporaries in cache.
     """
-    m = torch.mul(w.scale, g.scale).double() if isinstance(w.scale, torch.Tensor) else _f32(g.scale * w.scale)
+    m = (torch.mul(w.scale, g.scale).double() if isinstance(w.scale, torch.Tensor)
+         else round_to_float32(g.scale * w.scale))
     rounds = w.row_abs_max * g.q_abs() > 2**24  # float32(acc) rounds only past 2**24
     if acc.numel() <= BLOCK:
         y = _fma64(acc, m, w.bias, rounds).to(torch.float32)

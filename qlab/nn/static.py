@@ -26,7 +26,7 @@ from ..integer import (
 from ..ops import dequantize
 from ..qconfig import check_bias_rule
 from ..qparams import QParams
-from ..qtypes import int8, uint8
+from ..qtypes import along_axis, int8, uint8
 from ..tensor import QTensor
 from .base import Int8Module, expect_features, on_full_grid, placeholder_qparams, quantize_weight
 
@@ -173,9 +173,7 @@ class _QuantWeighted(Int8Module):
         if self.bias is not None and self.bias_rule == "float":
             acc = with_float_bias(acc, self.bias, acc_scale, channel_dim, inplace=True)
         elif self.bias is not None:
-            shape = [1] * acc.dim()
-            shape[channel_dim] = -1
-            acc = acc + int32_bias(self.bias, acc_scale).reshape(shape)
+            acc = acc + along_axis(int32_bias(self.bias, acc_scale), acc.dim(), channel_dim)
         out = self.output_qparams
         lo = int(out.zero_point) if self.relu else out.qmin
         m = float_multiplier(input_qp.scale, self.weight_qparams.scale, out.scale)

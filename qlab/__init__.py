@@ -5,7 +5,10 @@
     q = qlab.quantize(x, qp); x_hat = qlab.dequantize(q, qp)
 
 The modules follow one spine, each using only those before it:
-qtypes -> qparams -> ops -> tensor, observers -> fake_quant -> qconfig -> nn -> pipeline.
+qtypes -> qparams -> ops -> tensor, observers -> fake_quant -> qconfig -> nn -> pipeline,
+with integer (integer products, requantization), fuse (batch-norm folding), smoothquant and
+metrics beside it (tests/test_layering.py keeps the ranks). The classroom, qlab.lab, is built on
+top: its kit, one package per lesson, and the tools; nothing here imports it.
 """
 
 from . import fuse, metrics, nn, observers

@@ -60,7 +60,7 @@ def swap(module: nn.Module, make: Callable[[str, nn.Module], nn.Module | None],
     for child_name, child in list(module.named_children()):
         new = swap(child, make, f"{name}.{child_name}" if name else child_name)
         if new is not child:
-            setattr(module, child_name, new)
+            module.set_submodule(child_name, new)
     return module
 
 

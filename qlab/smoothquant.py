@@ -204,6 +204,5 @@ def smooth_quant(model: nn.Module, calibration, alpha: float,
             s = smooth_scales(act_absmax[name], m.weight, alpha)
             if not name:  # the model is itself one Linear
                 return smooth_linear(m, s)
-            parent, _, child = name.rpartition(".")
-            setattr(modules[parent], child, smooth_linear(m, s))
+            model.set_submodule(name, smooth_linear(m, s))
     return model

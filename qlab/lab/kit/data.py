@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, default_collate
 
+from .check import check_choice
+
 SEED = 0
 
 
@@ -39,9 +41,7 @@ IMAGE_SIZE = 32
 
 
 def _check_split(split: str, allowed=SPLITS) -> str:
-    if split not in allowed:
-        raise ValueError(f"split must be one of {allowed}, got {split!r}")
-    return split
+    return check_choice("split", split, allowed, what=f"one of {allowed}")
 
 
 # ---------------------------------------------------------------------- digits

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .check import check_int
 from .data import sentences
 from .torch_ao import engine
 
@@ -48,8 +49,7 @@ def check_sentences(sentences, name: str = "sentences") -> list[str]:
 
 
 def check_batch_size(batch_size) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    check_int("batch_size", batch_size, 1, what="an int >= 1")
     return batch_size
 
 
@@ -117,6 +117,5 @@ def held_out_sentences(n: int, exclude: Sequence[str]) -> list[str]:
 
     excluded = set(exclude)
     rest = [s for s in sentences(None) if s not in excluded]
-    if isinstance(n, bool) or not isinstance(n, int) or not 0 < n <= len(rest):
-        raise ValueError(f"n must be an int in 1..{len(rest)}, got {n!r}")
+    check_int("n", n, 1, len(rest), what=f"an int in 1..{len(rest)}")
     return rest[:n]

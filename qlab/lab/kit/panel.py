@@ -21,6 +21,7 @@ import torch
 from IPython.display import Image, display
 
 from . import figure, timing
+from .check import check_choice
 
 WIDE = {"description_width": "initial"}
 
@@ -100,8 +101,7 @@ def check_run_time(min_run_time) -> None:
 
 
 def check_option(name: str, value, options: dict) -> None:
-    if value not in options.values():
-        raise ValueError(f"{name} must be one of {tuple(options.values())}, got {value!r}")
+    check_choice(name, value, tuple(options.values()), what=f"one of {tuple(options.values())}")
 
 
 def int_slider(value, lo, hi, description, step=1):

@@ -11,7 +11,7 @@ import torch
 import qlab
 from qlab.lab.kit.check import error_text, verdict
 from qlab.lab.kit.torch_ao import quiet
-from qlab.qparams import QParams
+from qlab.qparams import EPS, QParams
 
 # ---------------------------------------------------------------------------------------
 # Lesson 01: quantization math
@@ -181,7 +181,6 @@ def check_quantize(fn: Callable[[torch.Tensor, QParams], torch.Tensor]) -> bool:
 # Lesson 01: deriving scale and zero point
 # ---------------------------------------------------------------------------------------
 
-_EPS = torch.finfo(torch.float32).eps
 
 
 def _qparams_cases() -> list[tuple[str, float, float, int, int, bool]]:
@@ -228,7 +227,7 @@ def _wrong_range_qparams(x_min, x_max, qmin, qmax, symmetric) -> list[tuple[floa
     """(scale, zero_point or None for "any", hint) of the usual mistakes, computed in float32."""
     lo, hi = x_min, x_max
     lo0, hi0 = torch.clamp(lo, max=0.0), torch.clamp(hi, min=0.0)
-    eps = torch.tensor(_EPS)
+    eps = torch.tensor(EPS)
     steps = qmax - qmin
     out: list[tuple[float, int | None, str]] = []
 

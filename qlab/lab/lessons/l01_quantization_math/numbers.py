@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 
 import qlab
+from qlab.lab.kit.check import check_choice
 from qlab.lab.kit.integrity import MINILM_SHA256, verify_sha256
 from qlab.lab.kit.models import minilm_dir
 from qlab.lab.kit.torch_ao import quiet
@@ -23,8 +24,7 @@ SCHEMES = ("symmetric", "affine")
 
 def check_scheme(scheme: str) -> None:
     """ValueError unless scheme is "symmetric" or "affine"."""
-    if scheme not in SCHEMES:
-        raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
+    check_choice("scheme", scheme, SCHEMES, what=f"one of {SCHEMES}")
 
 
 def clip_range(x: torch.Tensor, scheme: str, clip: float) -> tuple[float, float]:
@@ -41,8 +41,7 @@ GRANULARITIES = ("per-tensor", "per-channel")
 
 def check_granularity(granularity: str) -> None:
     """ValueError unless granularity is "per-tensor" or "per-channel"."""
-    if granularity not in GRANULARITIES:
-        raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
+    check_choice("granularity", granularity, GRANULARITIES, what=f"one of {GRANULARITIES}")
 
 
 def _rows(x: torch.Tensor) -> torch.Tensor:

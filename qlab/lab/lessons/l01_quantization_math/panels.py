@@ -7,6 +7,7 @@ from numbers import Integral
 import ipywidgets as widgets
 import torch
 
+from qlab.lab.kit.check import check_choice
 from qlab.lab.kit.panel import WIDE, Panel, check_slider, finite_values, show
 
 from . import figures
@@ -47,8 +48,7 @@ class QuantizationPanel(Panel):
                  granularity: str = "per-tensor", tensor: str | None = None):
         self.tensors = _tensors(x, name)
         tensor = next(iter(self.tensors)) if tensor is None else tensor
-        if tensor not in self.tensors:
-            raise ValueError(f"tensor must be one of {tuple(self.tensors)}, got {tensor!r}")
+        check_choice("tensor", tensor, self.tensors, what=f"one of {tuple(self.tensors)}")
         check_slider("bits", bits, *BITS, kind=Integral)
         check_scheme(scheme)
         check_granularity(granularity)

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 import qlab
+from qlab.lab.kit.check import check_choice, check_int
 from qlab.lab.kit.torch_ao import quiet
 from qlab.lab.kit.train import top1
 
@@ -31,10 +32,8 @@ def inject_outliers(x: torch.Tensor, count: int, size: float, pattern: str = "sc
                  brings its own max|x| to size * max|x| (a transformer's outlier feature: every
                  value of the channel is large, not a few).
     """
-    if pattern not in PATTERNS:
-        raise ValueError(f"pattern must be one of {PATTERNS}, got {pattern!r}")
-    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-        raise ValueError(f"count must be an int >= 0, got {count!r}")
+    check_choice("pattern", pattern, PATTERNS, what=f"one of {PATTERNS}")
+    check_int("count", count, 0, what="an int >= 0")
     x = x.detach().clone()
     if pattern == "scattered":
         x = x.flatten()

@@ -10,22 +10,23 @@ from torch import nn
 
 import qlab
 from qlab import smoothquant
+from qlab.lab.kit.check import check_int
 from qlab.lab.kit.data import sentences
 from qlab.lab.kit.minilm import (
     check_embeddings,
     check_model,
     check_sentences,
-    embedding_quality,
-    encode,
-    held_out_sentences,
-    minilm_batches,
 )
+from qlab.lab.kit.minilm import embedding_quality as embedding_quality  # re-exported for the notebook
+from qlab.lab.kit.minilm import encode as encode  # re-exported for the notebook
+from qlab.lab.kit.minilm import held_out_sentences as held_out_sentences  # re-exported for the notebook
+from qlab.lab.kit.minilm import minilm_batches as minilm_batches  # re-exported for the notebook
 from qlab.lab.kit.models import load_minilm
 from qlab.lab.kit.torch_ao import engine
 from qlab.nn.dynamic import dynamic_qparams
 from qlab.observers import MinMaxObserver
 
-from .speed import speed_vs_fp32
+from .speed import speed_vs_fp32 as speed_vs_fp32  # re-exported for the notebook
 
 
 def retrieval(embeddings: torch.Tensor, sentences: Sequence[str], query: int,
@@ -36,10 +37,8 @@ def retrieval(embeddings: torch.Tensor, sentences: Sequence[str], query: int,
     n = e.shape[0]
     if len(sentences) != n:
         raise ValueError(f"embeddings has {n} rows but sentences has {len(sentences)}; one per sentence")
-    if isinstance(query, bool) or not isinstance(query, int) or not -n <= query < n:
-        raise ValueError(f"query must be an index into sentences, in 0..{n - 1}, got {query!r}")
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n - 1:
-        raise ValueError(f"k must be an int in 1..{n - 1} (the other sentences), got {k!r}")
+    check_int("query", query, -n, n - 1, what=f"an index into sentences, in 0..{n - 1}")
+    check_int("k", k, 1, n - 1, what=f"an int in 1..{n - 1} (the other sentences)")
     sim = e @ e[query]
     sim[query] = -float("inf")
     top = sim.topk(k)
@@ -78,12 +77,10 @@ def linear_input_ranges(model, sentences: Sequence[str], batch_size: int = 32) -
 
 
 def largest_input_channels(ranges: Mapping[str, dict]) -> dict[str, tuple[int, float]]:
-    """name -> (channel j with the largest max|x_j|, max|x_j| / median_j max|x_j|)."""
-    out = {}
-    for name, r in ranges.items():
-        a = r["channel_absmax"]
-        out[name] = (int(a.argmax()), float(a.max() / a.median().clamp_min(1e-12)))
-    return out
+    """name -> (channel j with the largest max|x_j|, max|x_j| / median_j max|x_j|: SmoothQuant's
+    outlier_ratio)."""
+    return {name: (int(r["channel_absmax"].argmax()), smoothquant.outlier_ratio(r["channel_absmax"]))
+            for name, r in ranges.items()}
 
 
 def _dynamic_int8(module: nn.Module, per_channel: bool, reduce_range: bool) -> nn.Module:
@@ -95,11 +92,6 @@ def _dynamic_int8(module: nn.Module, per_channel: bool, reduce_range: bool) -> n
         with engine():
             q = qlab.to_torch(q)
     return q
-
-
-def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, new)
 
 
 def layer_sensitivity(model: nn.Module, evaluate: Callable[[nn.Module], float],
@@ -127,12 +119,12 @@ def layer_sensitivity(model: nn.Module, evaluate: Callable[[nn.Module], float],
     scores = {}
     for name in names:
         original = model.get_submodule(name)
-        _set_submodule(model, name, _dynamic_int8(original, per_channel, reduce_range))
+        model.set_submodule(name, _dynamic_int8(original, per_channel, reduce_range))
         try:
             with engine():
                 score = evaluate(model)
         finally:
-            _set_submodule(model, name, original)
+            model.set_submodule(name, original)
         if isinstance(score, torch.Tensor) and score.numel() == 1:
             score = score.item()
         if isinstance(score, bool) or not isinstance(score, (int, float)):

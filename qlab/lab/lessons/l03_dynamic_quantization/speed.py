@@ -233,12 +233,8 @@ def speed_vs_fp32(models: Mapping[str, nn.Module], fp32: nn.Module, batches: Seq
         raise TypeError(f"fp32 must be the float nn.Module, got {type(fp32).__name__}")
     if not batches:
         raise ValueError("batches is empty; pass minilm_batches(model, sentences)")
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"threads must be an int >= 1, got {threads!r}")
-    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
-        raise ValueError(f"rounds must be an int >= 1, got {rounds!r}")
-    if isinstance(max_tries, bool) or not isinstance(max_tries, int) or max_tries < 1:
-        raise ValueError(f"max_tries must be an int >= 1, got {max_tries!r}")
+    for arg, value in (("threads", threads), ("rounds", rounds), ("max_tries", max_tries)):
+        check_int(arg, value, 1, what="an int >= 1")
     if max_other_load is not None and not (isinstance(max_other_load, (int, float))
                                            and max_other_load >= 0):  # fmt: skip
         raise ValueError(f"max_other_load must be None or a number of cores >= 0, got {max_other_load!r}")

@@ -40,6 +40,7 @@ from qlab.integer import (
     requantize_fixed_point,
     with_float_bias,
 )
+from qlab.lab.kit.check import check_choice, check_int
 from qlab.lab.kit.torch_ao import PARITY_ENGINE, engine
 from qlab.lab.kit.train import top1
 from qlab.nn import DeQuantize, DeQuantStub, QuantConv2d, QuantLinear, QuantStub
@@ -376,9 +377,7 @@ def quantizable_layers(float_model: nn.Module) -> list[str]:
 
 def _wrap(model: nn.Module, name: str, make) -> nn.Module:
     """Replace the submodule `name` by make(it)."""
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name)
-    setattr(parent, child, make(getattr(parent, child)))
+    model.set_submodule(name, make(model.get_submodule(name)))
     return model
 
 
@@ -494,8 +493,7 @@ def propose_fp32_layers(sensitivity: dict[str, float], count: int = 3,
     With below_db, only layers whose SQNR is below it (none when every layer tolerates int8)."""
     if not isinstance(sensitivity, dict) or not sensitivity:
         raise ValueError("sensitivity must be the non-empty dict layer_sensitivity_sqnr returns")
-    if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= len(sensitivity):
-        raise ValueError(f"count must be an integer in [0, {len(sensitivity)}], got {count!r}")
+    check_int("count", count, 0, len(sensitivity), what=f"an integer in [0, {len(sensitivity)}]")
     ranked = sorted(sensitivity, key=sensitivity.get)[:count]
     return ranked if below_db is None else [n for n in ranked if sensitivity[n] < below_db]
 
@@ -538,13 +536,11 @@ NO_SHIFT = {"brightness": 0.0, "contrast": 1.0, "noise": 0.0}
 
 
 def _check_shift(shift: str, amount) -> None:
-    if shift not in SHIFTS:
-        raise ValueError(f"shift must be one of {tuple(SHIFTS)}, got {shift!r}")
+    check_choice("shift", shift, SHIFTS, what=f"one of {tuple(SHIFTS)}")
     lo, hi = SHIFTS[shift]
     if shift == "one_class":
-        if isinstance(amount, bool) or not isinstance(amount, int) or not lo <= amount <= hi:
-            raise ValueError(f"amount for 'one_class' is the digit to calibrate on, an integer in "
-                             f"[{lo}, {hi}], got {amount!r}")
+        check_int("amount for 'one_class'", amount, lo, hi,
+                  what=f"the digit to calibrate on, an integer in [{lo}, {hi}]")
         return
     if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not math.isfinite(amount):
         raise TypeError(f"amount must be a finite number, got {amount!r}")
@@ -589,8 +585,7 @@ def calibrated_accuracy(float_model: nn.Module, calib, x: torch.Tensor, y: torch
     max_images of calib (images, or (images, labels)), convert, evaluate on (x, y) with
     torch.ao's fbgemm kernels (= qlab's float-bias path). The unshifted baseline."""
     _check_xy(x, y)
-    if isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1:
-        raise ValueError(f"max_images must be a positive integer, got {max_images!r}")
+    check_int("max_images", max_images, 1, what="a positive integer")
     images, _ = _images_labels(calib)
     model = quantize_except(float_model, _check_calib(images)[:max_images], (), qconfig)
     return top1(int8_logits(model, x), y)

@@ -30,6 +30,7 @@ from torch import nn
 import qlab
 from qlab.fake_quant import FakeQuantize, disable_observer
 from qlab.lab.kit import checkpoints, data
+from qlab.lab.kit.check import check_choice, check_int
 from qlab.lab.kit.integrity import MANIFEST, read_manifest, sha256_file, verify_sha256, write_manifest
 from qlab.lab.kit.models import CNNS
 from qlab.lab.kit.timing import settings
@@ -40,8 +41,7 @@ from qlab.qconfig import QConfig, low_bit_qconfig
 
 
 def _check_name(name: str) -> str:
-    if name not in CNNS:
-        raise ValueError(f"model must be one of {CNNS}, got {name!r}")
+    check_choice("model", name, CNNS, what=f"one of {CNNS}")
     return name
 
 
@@ -59,8 +59,7 @@ def ste_curves(bits: int = 3, lo: float = -1.0, hi: float = 1.0, n: int = 801, p
     Returns {"x", "y" (the staircase), "ste" (autograd's gradient), "true" (zeros), "qparams",
     "levels" (2**bits), "step" (the scale), "inside" ((lowest, highest) grid value)}.
     """
-    if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 8:
-        raise ValueError(f"bits must be an integer from 2 to 8, got {bits!r}")
+    check_int("bits", bits, 2, 8, what="an integer from 2 to 8")
     if not lo < 0 < hi:
         raise ValueError(f"the range must contain 0 (lo < 0 < hi), got lo={lo}, hi={hi}")
     qp = qlab.qparams_from_range(lo, hi, qlab.qdtype(bits, False))
@@ -122,8 +121,7 @@ def fake_quant_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> f
 
 
 def _check_schedule(epochs, lr, freeze_bn_at, freeze_observer_at) -> None:
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+    check_int("epochs", epochs, 1, what="a positive integer")
     if not isinstance(lr, (int, float)) or not lr > 0:
         raise ValueError(f"lr must be a number > 0, got {lr!r}")
     for label, v in (("freeze_bn_at", freeze_bn_at), ("freeze_observer_at", freeze_observer_at)):
@@ -281,8 +279,7 @@ METHODS = ("observers", "lsq")
 
 def run_name(model: str, w_bits: int, a_bits: int, method: str = "observers") -> str:
     """The file stem of a recorded run, e.g. 'mobilenet_v2_w4a8_observers'."""
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    check_choice("method", method, METHODS, what=f"one of {METHODS}")
     return f"{_check_name(model)}_w{w_bits}a{a_bits}_{method}"
 
 

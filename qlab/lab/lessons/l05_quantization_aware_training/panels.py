@@ -7,6 +7,7 @@ from numbers import Integral
 import ipywidgets as widgets
 import torch
 
+from qlab.lab.kit.check import check_choice
 from qlab.lab.kit.data import digits_tensors
 from qlab.lab.kit.panel import WIDE, Panel, check_option, check_slider, int_slider, show
 from qlab.lab.kit.train import top1
@@ -76,8 +77,7 @@ class QATCurvePanel(Panel):
     def __init__(self, model: str = "mobilenet_v2", w_bits: int = 4):
 
         check_option("model", model, CNN_MODELS)
-        if w_bits not in self.BITS:
-            raise ValueError(f"w_bits must be one of the recorded widths {self.BITS}, got {w_bits!r}")
+        check_choice("w_bits", w_bits, self.BITS, what=f"one of the recorded widths {self.BITS}")
         self.runs, self.ptq, self.measured = numbers.recorded_runs(), {}, {}
         self.model = widgets.ToggleButtons(options=list(CNN_MODELS.items()), value=model, description="model",
                                            style={**WIDE, "button_width": "110px"})

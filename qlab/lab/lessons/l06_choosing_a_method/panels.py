@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipywidgets as widgets
 
+from qlab.lab.kit.check import check_choice
 from qlab.lab.kit.panel import WIDE, Panel, check_slider, show
 
 from . import figures
@@ -30,8 +31,7 @@ class WorkflowPanel(Panel):
             raise ValueError("rows_by_model must be a non-empty dict: model -> workflow.method_rows(model)")
         check_slider("tolerance", tolerance, *TOLERANCE)
         model = next(iter(rows_by_model)) if model is None else model
-        if model not in rows_by_model:
-            raise ValueError(f"model must be one of {list(rows_by_model)}, got {model!r}")
+        check_choice("model", model, rows_by_model, what=f"one of {list(rows_by_model)}")
         self.rows = rows_by_model
         self.tolerance = widgets.FloatSlider(value=tolerance, min=TOLERANCE[0], max=TOLERANCE[1], step=0.25,
                                              description="tolerance (% of fp32)", readout_format=".2f",

@@ -18,15 +18,14 @@ from torch import nn
 import qlab
 from qlab.lab.kit import timing
 from qlab.lab.kit.minilm import embedding_quality
+from qlab.lab.kit.minilm import held_out_sentences as held_out_sentences  # re-exported for the notebook
 from qlab.lab.kit.torch_ao import quiet_logs
 from qlab.lab.kit.train import top1
 from qlab.lab.lessons.l03_dynamic_quantization.numbers import (
     best_minilm_config as best_minilm_config,  # re-exported for the notebook
 )
 from qlab.lab.lessons.l04_static_quantization import speed as l04_speed
-
-EPS = torch.finfo(torch.float32).eps
-
+from qlab.qparams import EPS
 
 BATCH = 64  # the batch every CNN path is timed at (lesson 04's)
 

@@ -23,7 +23,7 @@ import torch
 ENGINE = "x86"  # torch.ao's int8 kernels on x86 CPUs (fbgemm, with onednn for some shapes)
 PARITY_ENGINE = "fbgemm"  # the kernels qlab's float-bias rule equals bit for bit
 
-#: the notices torch.ao gives because it is deprecated (or about to change): expected here
+#: the notices torch.ao (and inductor, compiling its int8 graphs) gives here: expected, not for students
 NOTICES = (
     {"message": ".*quantiz.*deprecated"},
     {"message": ".*torch.ao.*deprecated"},
@@ -33,12 +33,15 @@ NOTICES = (
     {"message": ".*reduce_range will be deprecated"},
     # torch.ao converting a FloatFunctional that never ran (a MobileNetV2 block without a skip)
     {"message": "must run observer before calling calculate_qparams"},
+    # inductor lowering torch.ao / PT2E int8 convolutions copies a tensor with torch.tensor(tensor)
+    # (torch/_inductor/mkldnn_lowerings.py): a notice for torch's own developers, not for students
+    {"message": "To copy construct from a tensor", "module": "torch._inductor"},
 )
 
 
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
-    """Run the block with torch.ao's deprecation notices (NOTICES) silenced; nothing else."""
+    """Run the block with the expected notices (NOTICES) silenced; nothing else."""
     with warnings.catch_warnings():
         for notice in NOTICES:
             warnings.filterwarnings("ignore", **notice)

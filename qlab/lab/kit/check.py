@@ -3,7 +3,7 @@
     verdict(ok, name, message)     print a checker's one-line verdict (✅ / ❌) and return ok
     error_text(exc)                'ValueError: message', for a verdict about an exception
     check_int(name, value, lo, hi, what=)       an int (not a bool) in lo..hi, else an error naming it
-    check_choice(name, value, allowed, what=)   one of `allowed`, else a ValueError saying what is
+    check_choice(name, value, allowed, what=)   one of `allowed`, else a ValueError listing them
 
 A checker never raises for a wrong answer: it prints what was expected, what came back and a
 hint, and returns False, so a lesson keeps running."""

@@ -4,12 +4,15 @@ Data in, matplotlib Figure out: a plot never computes what it draws (the only wo
 for histograms). Figures are built with `matplotlib.figure.Figure` rather than pyplot, so they
 never pile up in pyplot's state; in a notebook, make one the cell's last expression.
 
-    PALETTE, MARKERS, CONFIG_STYLES      colours and markers every lesson uses
-    plot_latency(ms, baseline)           bars of each configuration's time, labelled with its ratio
-    plot_speedup_sweep(sweep)            int8 / fp32 speed-up over model size and batch (lessons 03, 04)
-    plot_pareto(points, front)           speed against quality, the Pareto front drawn (lesson 03)
-    plot_layer_scores(scores)            one bar per layer, the least tolerant first (lessons 03, 04)
-    plot_channel_ranges(lo, hi)          per-channel ranges against the per-tensor one (lessons 01, 02)"""
+    PALETTE, MARKERS, CONFIG_STYLES, the colour names   what every lesson draws with
+    as_numpy, wide, log_axis, fmt_ms     small helpers the lessons' figures share
+    plot_latency(results, title)         bars of each configuration's time, labelled with its ratio
+                                         (lessons 03, 04, 07; kit.panel.SpeedPanel draws with it)
+    plot_speedup_sweep(xs, ratios, xlabel)   speed-up against one size, a line per configuration
+    plot_pareto(points, marked, quality_label, front=)   speed against quality, the front joined
+    plot_layer_scores(scores, ...)       one bar per layer in the model's order (lessons 03, 04)
+    plot_channel_ranges(ch_min, ch_max, sqnr_per_tensor, sqnr_per_channel)   per-channel ranges
+                                         against the per-tensor one (lessons 01, 02)"""
 
 from __future__ import annotations
 
@@ -79,7 +82,7 @@ def plot_channel_ranges(
 
 
 # ---------------------------------------------------------------------------------------
-# Lessons 03 and 04: dynamic and static quantization, speed
+# Speed figures (lessons 03, 04, 07)
 # ---------------------------------------------------------------------------------------
 
 #: one colour, marker and hatch per configuration of the speed figures (matched by name prefix)

@@ -2,9 +2,9 @@
 
     encode(model, sentences)              mean-pooled, normalised sentence embeddings
     embedding_quality(ref, emb)           cosine to the fp32 embeddings, and neighbour agreement
-    nearest_neighbours(emb, k)            each sentence's k nearest others
-    minilm_batches(sentences)             fixed batches for timing
-    held_out_sentences()                  sentences the lessons score on (not used to calibrate)"""
+    nearest_neighbours(emb)               each sentence's nearest other (by cosine)
+    minilm_batches(model, sentences)      tokenized batches, for timing and calibration
+    held_out_sentences(n, exclude)        n sentences kept apart from `exclude` (calibration vs scoring)"""
 
 from __future__ import annotations
 
@@ -17,22 +17,6 @@ from .check import check_int
 from .data import sentences
 from .torch_ao import engine
 
-# ---------------------------------------------------------------------------------------
-# Lesson 03: dynamic quantization
-# ---------------------------------------------------------------------------------------
-#
-#     encode(model, sentences)                  [n, 384] sentence embeddings, no grad
-#     embedding_quality(reference, embeddings)  mean cosine and nearest-neighbour agreement
-#     retrieval(embeddings, sentences, query)   a query's top matches, to read
-#     linear_input_ranges(model, sentences)     min, max and per-channel max|x| of every Linear input
-#     largest_input_channels(ranges)            each Linear's outlier channel and how far it sticks out
-#     layer_sensitivity(model, evaluate)        quality with one Linear at a time in dynamic int8
-#     dynamic_qparams_per_call(name, model, batches)  the activation grid chosen on each call
-#     saturating_pair_sums(x_u8, w_s8), reduce_range_demo()   why x86 uses 7-bit activations
-#     minilm_batches, held_out_sentences        tokenized batches; calibration kept apart from scoring
-#     speed_vs_fp32(models, fp32, batches)      adjacent fp32/int8 timing pairs, 2 threads
-#     bert_value_folds, best_minilm_config      SmoothQuant + per-channel int8, sensitive layers fp32
-#     minilm_table, format_minilm_table         every configuration, measured (the closing note's table)
 
 def check_model(model) -> None:
     if not isinstance(model, nn.Module) or not callable(getattr(model, "encode", None)):
@@ -114,7 +98,6 @@ def minilm_batches(model, sentences: Sequence[str], batch_size: int = 32) -> lis
 def held_out_sentences(n: int, exclude: Sequence[str]) -> list[str]:
     """The first n corpus sentences that are not in `exclude`: calibration data kept apart from
     the sentences a configuration is scored on."""
-
     excluded = set(exclude)
     rest = [s for s in sentences(None) if s not in excluded]
     check_int("n", n, 1, len(rest), what=f"an int in 1..{len(rest)}")

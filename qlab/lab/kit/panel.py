@@ -8,7 +8,9 @@ widget instead.
     Panel                  the base: a box whose display carries a PNG of its current figure
     SpeedPanel             the shared speed panel: sliders in, timed ratios out (lessons 03, 04, 07)
     check_slider, check_option, check_run_time   checked before a panel draws, with clear errors
-    show(fig), png(fig)    a Figure as a PNG inside a panel's output"""
+    show(fig), png(fig)    a Figure as a PNG inside a panel's output
+    WIDE, PANEL_RUN_TIME, int_slider, threads_range, threads_text, busy_warning, finite_values
+                           the shared widget style, slider and readout helpers"""
 
 from __future__ import annotations
 

@@ -87,6 +87,20 @@ def timed(fns: dict, min_run_time: float) -> tuple[dict[str, float], float]:
 UNSTABLE = 1.3  # a spread above this is flagged in the tables: the machine was busy
 
 
+def flag(spread: float) -> str:
+    """A table row's mark when its timing rounds differed more than UNSTABLE allows."""
+    return f" UNSTABLE: rounds differ {spread:.1f}x" if spread > UNSTABLE else ""
+
+
+def footnote(spreads) -> str:
+    """The line under a timing table: how far its rounds agreed, or which rows to rerun."""
+    worst = max(spreads)
+    if worst > UNSTABLE:
+        return (f"\n\nRows marked UNSTABLE: one configuration's timing rounds differed up to {worst:.1f}x, "
+                "so other work was running; rerun on a quiet machine before quoting them.")
+    return f"\n\n(timing rounds agree within {worst:.2f}x)"
+
+
 # ---------------------------------------------------------------------------------------
 # Checks and settings shared by every measurement
 # ---------------------------------------------------------------------------------------

@@ -1,13 +1,11 @@
 """Seeded training and evaluation loops, and the recipe that makes every lesson checkpoint.
 
     fit(model, loader, epochs, lr)           SGD + momentum, one-cycle learning rate, cross-entropy
+    top1(logits, y), accuracy(model, x, y)   the one top-1 accuracy every lesson reports
     evaluate(model, data)                    top-1 accuracy on a DataLoader or an (x, y) pair
     fit_lm(model, ids, epochs, ...)          truncated-backprop training of a character LM
     bits_per_char(model, ids)                mean -log2 p(next char): the LM's quality, lower is better
-
-    python -m qlab.lab.tools.train --all    (= `make checkpoints`) trains all three from scratch, then --qat
-    python -m qlab.lab.tools.train resnet   just one; writes data/checkpoints/ and METRICS.json
-    python -m qlab.lab.tools.train --qat    lesson 05's QAT runs (qat.SWEEP) into data/checkpoints/qat
+    train_and_save(name, directory, seed)    the recipe of one lesson checkpoint (`make checkpoints`)
 
 Same seed, same thread count, same versions: the same weights, bit for bit. One thread by default:
 on a busy 2-core laptop two OpenMP threads wait on each other and train several times slower.

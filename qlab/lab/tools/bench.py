@@ -3,32 +3,66 @@
     python -m qlab.lab.tools.bench            the Linear table, the lesson CNNs table, the dynamic sweep
     python -m qlab.lab.tools.bench --quick    the same, shorter (fewer sizes, 0.1 s of calls a case)
 
-The timings are lesson 03's (`speed.time_dynamic`, `sweep_dynamic`, `time_dynamic_overhead`) and
-lesson 04's (`speed.time_cnn`, `time_models`): medians of interleaved rounds, every speed-up a
-ratio from one run."""
+The tables: the Linear micro-benchmark (bench_linear, here), lesson 03's speed module
+(`sweep_dynamic`, `time_dynamic_overhead`) and lesson 04's (`time_models`, `cnn_markdown`):
+medians of interleaved rounds, every speed-up a ratio from one run."""
 
 from __future__ import annotations
 
 import argparse
 
 import torch
+from torch import nn
 
+import qlab
+from qlab import QTensor
 from qlab.lab.kit.check import check_int
+from qlab.lab.kit.checkpoints import load_model
+from qlab.lab.kit.data import digits_tensors
 from qlab.lab.kit.models import CNNS
-from qlab.lab.kit.timing import max_threads
+from qlab.lab.kit.timing import flag, footnote, max_threads, median_ms, settings
 from qlab.lab.lessons.l03_dynamic_quantization.speed import (
     KINDS,
-    bench_linear,
     sweep_dynamic,
     time_dynamic_overhead,
 )
 from qlab.lab.lessons.l04_static_quantization.speed import (
     cnn_markdown,
-    flag,
-    footnote,
+    cnn_variants,
     time_models,
-    trained_variants,
 )
+from qlab.nn import QuantLinear
+
+# ---------------------------------------------------------------------------------------
+# The Linear micro-benchmark (one layer, int8 in and out)
+# ---------------------------------------------------------------------------------------
+
+
+def bench_linear(m: int = 256, k: int = 1024, n: int = 1024, min_run_time: float = 0.5) -> dict:
+    """Times fp32 nn.Linear, qlab QuantLinear (torch._int_mm path) and torch.ao's Linear."""
+    torch.manual_seed(0)
+    lin = nn.Linear(k, n).eval()
+    x = torch.randn(m, k)
+    w = lin.weight.detach()
+    wqp = qlab.qparams_from_range(w.amin(1), w.amax(1), qlab.int8, symmetric=True)
+    out_qp = qlab.qparams_from_range(-4.0, 4.0, qlab.uint8)
+    ours = QuantLinear.from_float(lin, wqp, out_qp)
+    xqp = qlab.qparams_from_range(float(x.min()), float(x.max()), qlab.uint8)
+    xq = QTensor.quantize(x, xqp)
+    with settings():
+        theirs = qlab.to_torch(ours)
+        x_torch = torch.quantize_per_tensor(x, float(xqp.scale), int(xqp.zero_point), torch.quint8)
+        return {
+            "fp32 nn.Linear": median_ms(lambda: lin(x), min_run_time),
+            "qlab QuantLinear (_int_mm)": median_ms(lambda: ours(xq), min_run_time),
+            "torch.ao Linear (x86/fbgemm)": median_ms(lambda: theirs(x_torch), min_run_time),
+        }
+
+
+def trained_variants(name: str) -> dict[str, nn.Module]:
+    """The trained lesson checkpoint, calibrated on 256 validation digits."""
+    x, _ = digits_tensors("val")
+    return cnn_variants(load_model(name), list(x[:256].split(64)))
 
 
 def cnn_table(batches=(1, 64), threads: int | None = None, min_run_time: float = 0.5) -> str:

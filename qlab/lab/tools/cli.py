@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shutil
@@ -14,7 +15,7 @@ import sys
 
 import torch
 
-from qlab.lab.kit import checkpoints, models
+from qlab.lab.kit import checkpoints, models, torch_ao
 from qlab.lab.kit.integrity import ChecksumError
 from qlab.lab.lessons.l06_choosing_a_method import numbers as l06_numbers
 from qlab.lab.lessons.l06_choosing_a_method.numbers import check_models
@@ -80,12 +81,9 @@ def doctor() -> int:
 
 def report(models: str = "resnet,mobilenet_v2,charlstm", as_json: bool = False, threads: int = 2) -> int:
     """Measure fp32, dynamic, static and QAT int8 on the lesson models, on this machine (lesson 06)."""
-    import json
-
-
     torch.set_num_threads(threads)
-    torch.backends.quantized.engine = "x86"
-    rows = l06_numbers.report_rows(models, threads=threads)
+    with torch_ao.engine():
+        rows = l06_numbers.report_rows(models, threads=threads)
     env = {"python": platform.python_version(), "torch": torch.__version__, "threads": threads,
            "cpu_vnni": bool({"avx512_vnni", "avx_vnni"} & _cpu_flags())}
     if as_json:
@@ -113,7 +111,6 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--threads", type=int, default=2, help="torch threads for every timing (default 2)")
     args = parser.parse_args(argv)
     if args.command == "report":
-
         try:
             check_models(args.models)
         except ValueError as e:

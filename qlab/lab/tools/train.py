@@ -1,6 +1,8 @@
 """`make checkpoints`: train and record every checkpoint the lessons load.
 
-    python -m qlab.lab.tools.train --all      ResNet, MobileNetV2, CharLSTM, then lesson 05's QAT sweep
+    python -m qlab.lab.tools.train --all    (= `make checkpoints`) trains all three from scratch, then --qat
+    python -m qlab.lab.tools.train resnet   just one; writes data/checkpoints/ and METRICS.json
+    python -m qlab.lab.tools.train --qat    lesson 05's QAT runs (its numbers.SWEEP) into data/checkpoints/qat
 
 The fp32 recipes are in `qlab.lab.kit.train`; the QAT sweep is lesson 05's `record_sweep`."""
 

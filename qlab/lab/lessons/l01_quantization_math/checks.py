@@ -1,4 +1,4 @@
-"""Lesson 01: the self-checks of its exercises."""
+"""Lesson 01, the self-checks of its exercises."""
 
 from __future__ import annotations
 
@@ -12,10 +12,6 @@ import qlab
 from qlab.lab.kit.check import error_text, verdict
 from qlab.lab.kit.torch_ao import quiet
 from qlab.qparams import EPS, QParams
-
-# ---------------------------------------------------------------------------------------
-# Lesson 01: quantization math
-# ---------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -175,12 +171,6 @@ def check_quantize(fn: Callable[[torch.Tensor, QParams], torch.Tensor]) -> bool:
         f"all {len(cases)} cases match qlab.quantize and PyTorch's kernels bit for bit "
         "(ties, clamping, 1/scale, 4-bit grid)"
     ))
-
-
-# ---------------------------------------------------------------------------------------
-# Lesson 01: deriving scale and zero point
-# ---------------------------------------------------------------------------------------
-
 
 
 def _qparams_cases() -> list[tuple[str, float, float, int, int, bool]]:

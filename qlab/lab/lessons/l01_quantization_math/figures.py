@@ -1,4 +1,4 @@
-"""Lesson 01: its figures: data in, matplotlib Figure out."""
+"""Lesson 01, its figures: data in, matplotlib Figure out."""
 
 from __future__ import annotations
 
@@ -9,10 +9,6 @@ from matplotlib.figure import Figure
 
 from qlab.lab.kit.figure import BLUE, GREY, MARKERS, ORANGE, PALETTE, RED, as_numpy
 from qlab.lab.kit.figure import plot_channel_ranges as plot_channel_ranges  # re-exported for the notebook
-
-# ---------------------------------------------------------------------------------------
-# Lesson 01: quantization math
-# ---------------------------------------------------------------------------------------
 
 
 def plot_step_sizes(magnitudes, steps: Mapping[str, Sequence[float]], title: str = "") -> Figure:

@@ -1,4 +1,4 @@
-"""Lesson 01: the measurements: numbers in, numbers out, no drawing."""
+"""Lesson 01, the measurements: numbers in, numbers out, no drawing."""
 
 from __future__ import annotations
 
@@ -15,11 +15,6 @@ from qlab.lab.kit.torch_ao import quiet
 from qlab.qparams import QParams
 
 SCHEMES = ("symmetric", "affine")
-
-
-# ---------------------------------------------------------------------------------------
-# Lesson 01: quantization math
-# ---------------------------------------------------------------------------------------
 
 
 def check_scheme(scheme: str) -> None:
@@ -224,7 +219,6 @@ def minilm_hidden_state(weights: Mapping[str, torch.Tensor], sentences: Sequence
     importing transformers; [n_tokens, 384]. tests check it equals the model's own.
     """
     from tokenizers import Tokenizer
-
 
     path = verify_sha256(minilm_dir() / "tokenizer.json", MINILM_SHA256["tokenizer.json"])
     tokenizer = Tokenizer.from_file(str(path))

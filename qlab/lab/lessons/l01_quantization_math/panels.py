@@ -1,4 +1,4 @@
-"""Lesson 01: its panels: sliders wired to the numbers and the figures."""
+"""Lesson 01: its panels, sliders wired to the numbers and the figures."""
 
 from __future__ import annotations
 
@@ -12,10 +12,6 @@ from qlab.lab.kit.panel import WIDE, Panel, check_slider, finite_values, show
 
 from . import figures
 from .numbers import GRANULARITIES, SCHEMES, check_granularity, check_scheme, quantization_report
-
-# ---------------------------------------------------------------------------------------
-# Lesson 01: quantization math
-# ---------------------------------------------------------------------------------------
 
 BITS, CLIP = (2, 8), (0.05, 1.0)  # the sliders' ranges
 

@@ -1,4 +1,4 @@
-"""Lesson 02: the self-checks of its exercises."""
+"""Lesson 02, the self-checks of its exercises."""
 
 from __future__ import annotations
 
@@ -10,10 +10,6 @@ import torch
 
 from qlab.lab.kit.check import error_text, verdict
 from qlab.observers import MovingAverageMinMaxObserver, PercentileObserver
-
-# ---------------------------------------------------------------------------------------
-# Lesson 02: observers and calibration
-# ---------------------------------------------------------------------------------------
 
 
 def _as_value(got) -> tuple[torch.Tensor | None, str]:
@@ -55,7 +51,6 @@ def check_moving_average(fn: Callable[[torch.Tensor, torch.Tensor, float], torch
     batch after the first (the first batch sets them); the results must match the observer's
     (and so torch.ao's) min and max to float32 rounding (rtol 1e-5), for c = 0.01, 0.3, 1.
     """
-
     name = getattr(fn, "__name__", "your function")
     g = torch.Generator().manual_seed(2)
     seq = [torch.randn(64, generator=g) * (1 + i % 3) + 0.5 * i for i in range(6)]
@@ -89,11 +84,6 @@ def check_moving_average(fn: Callable[[torch.Tensor, torch.Tensor, float], torch
         f"min and max match MovingAverageMinMaxObserver over {len(seq)} batches "
         "for c = 0.01, 0.3 and 1.0"
     ))
-
-
-# ---------------------------------------------------------------------------------------
-# Lesson 02: the percentile observer's range rule
-# ---------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -210,7 +200,6 @@ def _as_range(got) -> tuple[tuple[float, float] | None, str]:
 
 def _percentile_setup(case: _PercentileCase) -> dict:
     """What the student's function gets for a case (hist, lo, hi, p) and what it must return."""
-
     obs = PercentileObserver(percentile=case.p, bins=case.bins)
     obs(case.x)
     hist, lo, hi = obs.histogram.clone(), obs.min_val.item(), obs.max_val.item()

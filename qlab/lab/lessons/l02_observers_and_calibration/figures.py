@@ -1,4 +1,4 @@
-"""Lesson 02: its figures: data in, matplotlib Figure out."""
+"""Lesson 02, its figures: data in, matplotlib Figure out."""
 
 from __future__ import annotations
 
@@ -10,10 +10,6 @@ from matplotlib.ticker import LogLocator, NullFormatter
 
 from qlab.lab.kit.figure import BLUE, GREEN, GREY, MARKERS, ORANGE, PALETTE, PURPLE, RED, SKY, as_numpy
 from qlab.lab.kit.figure import plot_channel_ranges as plot_channel_ranges  # re-exported for the notebook
-
-# ---------------------------------------------------------------------------------------
-# Lesson 02: observers and calibration
-# ---------------------------------------------------------------------------------------
 
 OBSERVER_COLORS = {
     "MinMax": RED,

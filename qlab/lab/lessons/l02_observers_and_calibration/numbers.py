@@ -1,4 +1,4 @@
-"""Lesson 02: the measurements: numbers in, numbers out, no drawing."""
+"""Lesson 02, the measurements: numbers in, numbers out, no drawing."""
 
 from __future__ import annotations
 
@@ -14,11 +14,6 @@ import qlab
 from qlab.lab.kit.check import check_choice, check_int
 from qlab.lab.kit.torch_ao import quiet
 from qlab.lab.kit.train import top1
-
-# ---------------------------------------------------------------------------------------
-# Lesson 02: observers and calibration
-# ---------------------------------------------------------------------------------------
-
 
 PATTERNS = ("scattered", "channel")  # where inject_outliers puts the outliers
 

@@ -1,4 +1,4 @@
-"""Lesson 02: its panels: sliders wired to the numbers and the figures."""
+"""Lesson 02: its panels, sliders wired to the numbers and the figures."""
 
 from __future__ import annotations
 
@@ -10,10 +10,6 @@ from qlab.lab.kit.panel import WIDE, Panel, check_option, check_slider, finite_v
 
 from . import figures, numbers
 from .numbers import check_factories, inject_outliers, score_observers, with_settings
-
-# ---------------------------------------------------------------------------------------
-# Lesson 02: observers and calibration
-# ---------------------------------------------------------------------------------------
 
 OUTLIERS, SIZE = (0, 20), (1.0, 50.0)  # the sliders' ranges
 

@@ -1,4 +1,4 @@
-"""Lesson 03: the self-checks of its exercises."""
+"""Lesson 03, the self-checks of its exercises."""
 
 from __future__ import annotations
 
@@ -9,10 +9,6 @@ import torch
 
 from qlab.lab.kit.check import verdict
 from qlab.qtypes import round_to_float32
-
-# ---------------------------------------------------------------------------------------
-# Lesson 03: dynamic quantization
-# ---------------------------------------------------------------------------------------
 
 #: fbgemm raises scales below this (qlab.nn.dynamic.SMALL_SCALE_THRESHOLD)
 _SMALL_SCALE = 6.1e-5

@@ -1,4 +1,4 @@
-"""Lesson 03: its figures: data in, matplotlib Figure out."""
+"""Lesson 03, its figures: data in, matplotlib Figure out."""
 
 from __future__ import annotations
 

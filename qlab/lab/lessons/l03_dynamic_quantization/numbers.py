@@ -1,4 +1,16 @@
-"""Lesson 03: the measurements: numbers in, numbers out, no drawing."""
+"""Lesson 03 (dynamic quantization, MiniLM): the measurements, numbers in, numbers out, no drawing.
+
+    retrieval(embeddings, sentences, query)   a query's top matches, to read
+    linear_input_ranges(model, sentences)     min, max and per-channel max|x| of every Linear input
+    largest_input_channels(ranges)            each Linear's outlier channel and how far it sticks out
+    layer_sensitivity(model, evaluate)        quality with one Linear at a time in dynamic int8
+    dynamic_qparams_per_call(name, model, batches)  the activation grid chosen on each call
+    saturating_pair_sums(x_u8, w_s8), reduce_range_demo()   why x86 uses 7-bit activations
+    bert_value_folds, best_minilm_config      SmoothQuant + per-channel int8, sensitive layers fp32
+    minilm_table, format_minilm_table         every configuration, measured
+
+Re-exported for the notebook: encode, embedding_quality, minilm_batches, held_out_sentences (from
+qlab.lab.kit.minilm) and speed_vs_fp32 (from .speed: the notebook names its result `speed`)."""
 
 from __future__ import annotations
 
@@ -26,7 +38,7 @@ from qlab.lab.kit.torch_ao import engine
 from qlab.nn.dynamic import dynamic_qparams
 from qlab.observers import MinMaxObserver
 
-from .speed import speed_vs_fp32 as speed_vs_fp32  # re-exported for the notebook
+from .speed import speed_vs_fp32 as speed_vs_fp32  # re-exported: the notebook's result is named `speed`
 
 
 def retrieval(embeddings: torch.Tensor, sentences: Sequence[str], query: int,
@@ -148,7 +160,6 @@ def dynamic_qparams_per_call(layer_name: str, model, batches: Sequence[Sequence[
     (rows of x in that call), and "weight_scale": the layer's per-tensor int8 weight scale
     max|W| / 127.5 (qlab's symmetric grid, as torch.ao's), fixed before any input is seen.
     """
-
     check_model(model)
     modules = dict(model.named_modules())
     if layer_name not in modules or not isinstance(modules[layer_name], nn.Linear):
@@ -267,7 +278,6 @@ def best_minilm_config(model, sentences: Sequence[str], alpha: float = MINILM_AL
     4. quantize_dynamic: int8 per-channel weights, reduce_range, on torch.ao's x86 kernels
        (to_torch=False keeps qlab's bit-identical modules).
     """
-
     check_model(model)
     sentences = check_sentences(sentences)
     absmax = smoothquant.input_channel_absmax(model, minilm_batches(model, sentences))
@@ -316,7 +326,6 @@ def minilm_table(model=None, n_eval: int = 256, n_calibration: int = 128,
     Rows are dicts: configuration, cosine, nn_agreement, speedup, speedup_range ("qlab only"
     rows, reduce_range off, have no speed: torch.ao's x86 kernels need reduce_range).
     """
-
     model = load_minilm() if model is None else model
     check_model(model)
     sents = sentences(n_eval)

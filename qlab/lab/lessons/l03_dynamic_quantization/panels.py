@@ -1,4 +1,4 @@
-"""Lesson 03: its panels: sliders wired to the numbers and the figures."""
+"""Lesson 03: its panels, sliders wired to the measurements (speed, numbers) and the figures."""
 
 from __future__ import annotations
 
@@ -26,10 +26,10 @@ from qlab.lab.kit.panel import (
 from . import figures, speed
 
 # ---------------------------------------------------------------------------------------
-# Lessons 03 and 04: speed panels (real timings: speed.py measures, kit/figure.py draws)
+# The speed panel (speed.time_dynamic measures, kit.panel.SpeedPanel draws)
 # ---------------------------------------------------------------------------------------
 
-HIDDEN, BATCH, SEQ, WIDTH = (128, 1024), (1, 64), (1, 64), (0.25, 4.0)  # the sliders' ranges
+HIDDEN, BATCH, SEQ = (128, 1024), (1, 64), (1, 64)  # the sliders' ranges
 
 
 DYNAMIC_KINDS = {"LSTM": "lstm", "Linear": "linear"}
@@ -86,11 +86,6 @@ def dynamic_speed_panel(**defaults) -> DynamicSpeedPanel:
     dynamic int8 starts to pay. defaults: kind ("lstm" or "linear"), hidden (128..1024),
     batch (1..64), seq (1..64), threads (1..CPU count; default torch's), min_run_time (s)."""
     return DynamicSpeedPanel(**defaults)
-
-
-# ---------------------------------------------------------------------------------------
-# Lesson 03: SmoothQuant's α
-# ---------------------------------------------------------------------------------------
 
 
 class SmoothQuantPanel(Panel):

@@ -1,4 +1,4 @@
-"""Lesson 03: its timings: medians of interleaved rounds, ratios from one run."""
+"""Lesson 03, its timings: medians of interleaved rounds, ratios from one run."""
 
 from __future__ import annotations
 
@@ -15,16 +15,14 @@ import torch.ao.quantization as tq
 from torch import nn
 
 import qlab
-from qlab import QTensor
 from qlab.lab.kit.check import check_choice, check_int
 from qlab.lab.kit.timing import max_threads, median_ms, settings, speedups, timed
 from qlab.lab.kit.torch_ao import engine
-from qlab.nn import QuantLinear
 
 KINDS = ("lstm", "linear")
 
 
-HIDDEN, BATCH, SEQ, WIDTH = (8, 4096), (1, 1024), (1, 1024), (0.0, 8.0)  # what the functions accept
+HIDDEN, BATCH, SEQ = (8, 4096), (1, 1024), (1, 1024)  # what the functions accept
 
 
 def check_common(threads, min_run_time) -> None:
@@ -34,43 +32,8 @@ def check_common(threads, min_run_time) -> None:
         raise ValueError(f"min_run_time must be a number of seconds > 0, got {min_run_time!r}")
 
 
-def check_width(width) -> float:
-    if isinstance(width, bool) or not isinstance(width, Real):
-        raise TypeError(f"width must be a number > 0 (a channel multiplier), got {type(width).__name__}")
-    if not WIDTH[0] < width <= WIDTH[1]:
-        raise ValueError(f"width={width} is out of range; width must be > 0 and at most {WIDTH[1]:g} "
-                         "(a multiplier of the lesson model's channel widths)")
-    return float(width)
-
-
 # ---------------------------------------------------------------------------------------
-# The Linear micro-benchmark (one layer, int8 in and out)
-# ---------------------------------------------------------------------------------------
-
-
-def bench_linear(m: int = 256, k: int = 1024, n: int = 1024, min_run_time: float = 0.5) -> dict:
-    """Times fp32 nn.Linear, qlab QuantLinear (torch._int_mm path) and torch.ao's Linear."""
-    torch.manual_seed(0)
-    lin = nn.Linear(k, n).eval()
-    x = torch.randn(m, k)
-    w = lin.weight.detach()
-    wqp = qlab.qparams_from_range(w.amin(1), w.amax(1), qlab.int8, symmetric=True)
-    out_qp = qlab.qparams_from_range(-4.0, 4.0, qlab.uint8)
-    ours = QuantLinear.from_float(lin, wqp, out_qp)
-    xqp = qlab.qparams_from_range(float(x.min()), float(x.max()), qlab.uint8)
-    xq = QTensor.quantize(x, xqp)
-    with settings():
-        theirs = qlab.to_torch(ours)
-        x_torch = torch.quantize_per_tensor(x, float(xqp.scale), int(xqp.zero_point), torch.quint8)
-        return {
-            "fp32 nn.Linear": median_ms(lambda: lin(x), min_run_time),
-            "qlab QuantLinear (_int_mm)": median_ms(lambda: ours(xq), min_run_time),
-            "torch.ao Linear (x86/fbgemm)": median_ms(lambda: theirs(x_torch), min_run_time),
-        }
-
-
-# ---------------------------------------------------------------------------------------
-# Dynamic quantization: an LSTM or a Linear stack (lesson 03)
+# Dynamic quantization: an LSTM or a Linear stack
 # ---------------------------------------------------------------------------------------
 
 
@@ -226,7 +189,6 @@ def speed_vs_fp32(models: Mapping[str, nn.Module], fp32: nn.Module, batches: Seq
     Returns name -> {"ms": median ms, "speedup": median ratio, "speedup_range": (lowest, highest)
     per-round ratio, "busy_pairs": pairs kept although the machine stayed busy}, "fp32" first.
     """
-
     if not isinstance(models, Mapping) or not all(isinstance(m, nn.Module) for m in models.values()):
         raise TypeError("models must be a dict of name -> nn.Module")
     if not isinstance(fp32, nn.Module):

@@ -1,4 +1,4 @@
-"""Lesson 04: the self-checks of its exercises."""
+"""Lesson 04, the self-checks of its exercises."""
 
 from __future__ import annotations
 
@@ -10,10 +10,6 @@ import torch
 
 from qlab.integer import quantize_multiplier
 from qlab.lab.kit.check import error_text, verdict
-
-# ---------------------------------------------------------------------------------------
-# Lesson 04: static quantization, the requantization multiplier as integers
-# ---------------------------------------------------------------------------------------
 
 
 def _multiplier_cases() -> list[tuple[str, float]]:
@@ -30,7 +26,6 @@ def _multiplier_cases() -> list[tuple[str, float]]:
 
 def _as_int(v) -> int | None:
     """v as a Python int if it is an integer (Python, numpy or a 1-element integer tensor), else None."""
-
     if isinstance(v, bool):
         return None
     if isinstance(v, Integral):
@@ -42,7 +37,6 @@ def _as_int(v) -> int | None:
 
 def _multiplier_hint(m: float, got: tuple[int, int], expected: tuple[int, int]) -> str:
     """The most likely mistake, from how the student's (M0, shift) differs from the right one."""
-
     (m0, shift), (e_m0, e_shift) = got, expected
     q, _ = math.frexp(m)
     if m0 == 2**31:
@@ -69,8 +63,6 @@ def check_multiplier(fn: Callable[[float], tuple[int, int]]) -> bool:
     int32 with 31 bits of M) and shift an integer (TFLite's QuantizeMultiplier). Prints which M
     failed, what was expected and a hint for the mistake; returns True if every case matches.
     """
-
-
     name = getattr(fn, "__name__", "your function")
     cases = _multiplier_cases()
     for what, m in cases:

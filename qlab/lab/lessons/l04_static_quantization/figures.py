@@ -1,4 +1,4 @@
-"""Lesson 04: its figures: data in, matplotlib Figure out."""
+"""Lesson 04, its figures: data in, matplotlib Figure out."""
 
 from __future__ import annotations
 
@@ -11,10 +11,6 @@ from matplotlib.ticker import MaxNLocator
 from qlab.lab.kit.figure import BLACK, BLUE, GREY, MARKERS, ORANGE, PALETTE, as_numpy
 from qlab.lab.kit.figure import plot_layer_scores as plot_layer_scores  # re-exported for the notebook
 from qlab.lab.kit.figure import plot_speedup_sweep as plot_speedup_sweep  # re-exported for the notebook
-
-# ---------------------------------------------------------------------------------------
-# Lesson 04: static quantization
-# ---------------------------------------------------------------------------------------
 
 
 def plot_stepper(step: Mapping, title: str = "") -> Figure:

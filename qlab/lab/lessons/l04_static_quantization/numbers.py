@@ -1,6 +1,7 @@
 """Lesson 04: static post-training quantization, looked at one int8 layer at a time.
 
     int8_layers(model)                        name -> QuantConv2d / QuantLinear of a converted model
+    int8_logits(model, x)                     its outputs on torch.ao's fbgemm kernels (= qlab's float rule)
     step_layer(model, name, image)            one layer's integer arithmetic, step by step, vs torch.ao
     walk_image(model, image)                  one row per int8 layer: grids, accumulator, steps off torch.ao
     bias_rule_cost(prepared, x, y)            what the integer-only "int32" bias costs over a whole model
@@ -10,6 +11,7 @@
     keep_fp32_scan(model, calib, x, y, ...)   accuracy and SQNR as more sensitive layers stay float
     calibrated_accuracy(model, calib, x, y)   fuse, prepare, calibrate, convert, evaluate: the baseline
     calibrate_shifted(model, calib, x, y, shift, amount)   the same after calibrating on shifted images
+    SHIFTS, shift_images(images, shift, amount)            the shifts the panel offers
 
 An int8 layer computes, for input codes q_x on (s_x, z_x) and int8 weights q_w on s_w:
 

@@ -1,4 +1,4 @@
-"""Lesson 04: its panels: sliders wired to the numbers and the figures."""
+"""Lesson 04: its panels, sliders wired to the measurements (numbers, speed) and the figures."""
 
 from __future__ import annotations
 
@@ -23,12 +23,13 @@ from qlab.lab.kit.panel import (
     threads_range,
     threads_text,
 )
-from qlab.lab.lessons.l03_dynamic_quantization.panels import BATCH, WIDTH
+from qlab.lab.lessons.l03_dynamic_quantization.panels import BATCH
 
 from . import figures, numbers, speed
 from .numbers import int8_layers, step_layer
 
 CNN_MODELS = {"ResNet": "resnet", "MobileNetV2": "mobilenet_v2"}
+WIDTH = (0.25, 4.0)  # the width slider's range
 
 
 class CNNSpeedPanel(SpeedPanel):
@@ -89,11 +90,6 @@ def cnn_speed_panel(**defaults) -> CNNSpeedPanel:
     return CNNSpeedPanel(**defaults)
 
 
-# ---------------------------------------------------------------------------------------
-# Lesson 04: the integer stepper, and calibrating on shifted images
-# ---------------------------------------------------------------------------------------
-
-
 def _m_text(m: float, m0: int, shift: int) -> str:
     return f"M = {m:.3g} = {m0:,} · 2<sup>−31</sup> · 2<sup>{-shift}</sup>".replace("<sup>-", "<sup>−")
 
@@ -108,7 +104,6 @@ class StepperPanel(Panel):
     """
 
     def __init__(self, model, images: torch.Tensor, layer: str | None = None, image: int = 0):
-
         names = list(int8_layers(model))
         if not isinstance(images, torch.Tensor) or images.dim() != 4 or len(images) == 0:
             raise ValueError("images must be a non-empty float batch (N, C, H, W), e.g. the test images")
@@ -126,7 +121,6 @@ class StepperPanel(Panel):
         super().__init__([widgets.HBox([self.layer, self.image]), self.readout, self.output])
 
     def _step(self, layer: str, image: int) -> dict:
-
         key = (layer, image)
         if getattr(self, "_last", (None,))[0] != key:
             self._last = (key, step_layer(self.model, layer, self.images[image]))

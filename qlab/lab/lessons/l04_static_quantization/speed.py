@@ -1,9 +1,10 @@
-"""Lesson 04: its timings: medians of interleaved rounds, ratios from one run."""
+"""Lesson 04, its timings: medians of interleaved rounds, ratios from one run."""
 
 from __future__ import annotations
 
 import copy
 import functools
+from numbers import Real
 
 import torch
 import torch.ao.quantization as tq
@@ -12,16 +13,26 @@ from torch import nn
 import qlab
 from qlab.lab.kit import models
 from qlab.lab.kit.check import check_choice, check_int
-from qlab.lab.kit.checkpoints import load_model
-from qlab.lab.kit.data import digits_tensors
 from qlab.lab.kit.models import CNNS, IMAGE
-from qlab.lab.kit.timing import UNSTABLE, FreshKernels, settings, speedups, timed
+from qlab.lab.kit.timing import FreshKernels, flag, footnote, settings, speedups, timed
 from qlab.lab.kit.torch_ao import ENGINE
-from qlab.lab.lessons.l03_dynamic_quantization.speed import BATCH, check_common, check_width
+from qlab.lab.lessons.l03_dynamic_quantization.speed import BATCH, check_common
 
 # ---------------------------------------------------------------------------------------
-# Static quantization: the lesson CNNs (lesson 04)
+# Static quantization: the lesson CNNs
 # ---------------------------------------------------------------------------------------
+
+
+WIDTH = (0.0, 8.0)  # the channel-width multipliers the functions accept
+
+
+def check_width(width) -> float:
+    if isinstance(width, bool) or not isinstance(width, Real):
+        raise TypeError(f"width must be a number > 0 (a channel multiplier), got {type(width).__name__}")
+    if not WIDTH[0] < width <= WIDTH[1]:
+        raise ValueError(f"width={width} is out of range; width must be > 0 and at most {WIDTH[1]:g} "
+                         "(a multiplier of the lesson model's channel widths)")
+    return float(width)
 
 
 def cnn_model(model_name: str = "resnet", width: float = 1.0) -> nn.Module:
@@ -161,27 +172,8 @@ def time_cnn(model_name: str = "resnet", batch: int = 64, threads: int | None = 
 
 
 # ---------------------------------------------------------------------------------------
-# make bench: the tables, as markdown
+# The trained CNNs' table (notebook 04 and `make bench`)
 # ---------------------------------------------------------------------------------------
-
-
-def trained_variants(name: str) -> dict[str, nn.Module]:
-    """The trained lesson checkpoint, calibrated on 256 validation digits."""
-
-    x, _ = digits_tensors("val")
-    return cnn_variants(load_model(name), list(x[:256].split(64)))
-
-
-def flag(spread: float) -> str:
-    return f" UNSTABLE: rounds differ {spread:.1f}x" if spread > UNSTABLE else ""
-
-
-def footnote(spreads) -> str:
-    worst = max(spreads)
-    if worst > UNSTABLE:
-        return (f"\n\nRows marked UNSTABLE: one configuration's timing rounds differed up to {worst:.1f}x, "
-                "so other work was running; rerun on a quiet machine before quoting them.")
-    return f"\n\n(timing rounds agree within {worst:.2f}x)"
 
 
 def time_models(variants: dict[str, dict[str, nn.Module]], batches=(1, 64), threads: int | None = None,

@@ -1,14 +1,10 @@
-"""Lesson 05: the self-checks of its exercises."""
+"""Lesson 05, the self-checks of its exercises."""
 
 from __future__ import annotations
 
 import torch
 
 from qlab.lab.kit.check import error_text, verdict
-
-# ---------------------------------------------------------------------------------------
-# Lesson 05: the straight-through estimator as a torch.autograd.Function
-# ---------------------------------------------------------------------------------------
 
 
 def _ste_cases() -> list[tuple[str, torch.Tensor, float, int, int, int]]:

@@ -1,4 +1,4 @@
-"""Lesson 05: its figures: data in, matplotlib Figure out."""
+"""Lesson 05, its figures: data in, matplotlib Figure out."""
 
 from __future__ import annotations
 
@@ -7,10 +7,6 @@ from collections.abc import Mapping, Sequence
 from matplotlib.figure import Figure
 
 from qlab.lab.kit.figure import BLACK, BLUE, GREY, MARKERS, ORANGE, PALETTE, as_numpy
-
-# ---------------------------------------------------------------------------------------
-# Lesson 05: quantization-aware training
-# ---------------------------------------------------------------------------------------
 
 
 def plot_ste(curves: Mapping, title: str = "") -> Figure:

@@ -4,7 +4,7 @@
     ptq_accuracy(name, w_bits, a_bits)            static PTQ at low bits, qlab's integer path
     prepare_for_qat(name, qconfig)                the fp32 checkpoint, fused for QAT and prepared
     run_qat(model, epochs, lr, ...)               fine-tune with fake quantization; a history to plot
-    finish(model, x, y)                           freeze, then fake-quant vs converted-integer accuracy
+    finish(model)                                 freeze; fake-quant vs converted-integer test accuracy
     qat_accuracy(name, w_bits, a_bits, ...)       the three above in one call: one row of the sweep
     torch_ao_qat(name, w_bits, a_bits, ...)       the same schedule with torch.ao, for parity
     record_sweep() / recorded_runs() / load_int8  the runs `make checkpoints` records (data/checkpoints/qat)
@@ -201,7 +201,6 @@ def finish(model: nn.Module) -> dict:
 
 def trained_weights_match(qat_model: nn.Module, int8_model: nn.Module) -> bool:
     """Is every int8 weight code the code of the weight QAT trained, on the grid QAT used?"""
-
     int8_layers = dict(int8_model.named_modules())
     for name, m in qat_model.named_modules():
         fq = getattr(m, "weight_fake_quant", None)

@@ -1,4 +1,4 @@
-"""Lesson 05: its panels: sliders wired to the numbers and the figures."""
+"""Lesson 05: its panels, sliders wired to the numbers and the figures."""
 
 from __future__ import annotations
 
@@ -15,10 +15,6 @@ from qlab.lab.lessons.l04_static_quantization.panels import CNN_MODELS
 
 from . import figures, numbers
 from .numbers import ste_curves
-
-# ---------------------------------------------------------------------------------------
-# Lesson 05: the straight-through estimator, and QAT against PTQ per bit width
-# ---------------------------------------------------------------------------------------
 
 STE_BITS, STE_RANGE = (2, 8), (0.25, 2.0)
 
@@ -43,7 +39,6 @@ class STEPanel(Panel):
         super().__init__([widgets.HBox([self.bits, self.range_max]), self.readout, self.output])
 
     def _curves(self, bits, range_max):
-
         return ste_curves(bits, -range_max, range_max, pad=0.5 * range_max)
 
     def figure(self):
@@ -75,7 +70,6 @@ class QATCurvePanel(Panel):
     BITS = (2, 3, 4, 6, 8)
 
     def __init__(self, model: str = "mobilenet_v2", w_bits: int = 4):
-
         check_option("model", model, CNN_MODELS)
         check_choice("w_bits", w_bits, self.BITS, what=f"one of the recorded widths {self.BITS}")
         self.runs, self.ptq, self.measured = numbers.recorded_runs(), {}, {}

@@ -1,4 +1,4 @@
-"""Lesson 06: the self-checks of its exercises."""
+"""Lesson 06, the self-checks of its exercises."""
 
 from __future__ import annotations
 
@@ -7,10 +7,6 @@ from collections.abc import Callable
 from qlab.lab.kit.check import error_text, verdict
 
 from .numbers import decide
-
-# ---------------------------------------------------------------------------------------
-# Lesson 06: the workflow's decision
-# ---------------------------------------------------------------------------------------
 
 
 def _decision_row(method: str, loss: float, speedup: float, size: int) -> dict:
@@ -66,7 +62,6 @@ def _decision_hint(rows: list[dict], tolerance: float, got, expected) -> str:
 def check_decision(fn: Callable[[list[dict], float], str | None]) -> bool:
     """Check a student's fn(rows, tolerance) -> the method to deploy (a row's "method"), or None,
     against numbers.decide on cases built to catch each typical mistake."""
-
     name = getattr(fn, "__name__", "your function")
     cases = _decision_cases()
     for what, rows, tolerance in cases:

@@ -1,4 +1,4 @@
-"""Lesson 06: its figures: data in, matplotlib Figure out."""
+"""Lesson 06, its figures: data in, matplotlib Figure out."""
 
 from __future__ import annotations
 
@@ -9,10 +9,6 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
 from qlab.lab.kit.figure import BLACK, GREY, PALETTE, SKY
-
-# ---------------------------------------------------------------------------------------
-# Lesson 06: choosing a method
-# ---------------------------------------------------------------------------------------
 
 _METHOD_MARKERS = {"fp32": "o", "dynamic": "s", "dynamic + SmoothQuant": "P", "static": "^", "QAT 8-bit": "D",
                    "QAT 4-bit": "v"}

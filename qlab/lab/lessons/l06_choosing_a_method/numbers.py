@@ -4,6 +4,8 @@
     decide(rows, tolerance)      the workflow over measured rows: the chosen method and why
     choose(model, data, ...)     the workflow on any float classifier: fp32, dynamic, static, (QAT)
     report_rows(names) / report_markdown(rows)     `qlab report`: the table for this machine
+    report_rows_from(rows)       method_rows' rows in the report's columns
+    check_models(names)          the model names `qlab report` accepts
 
 The workflow (the seed's five steps): 1. train fp32; 2. try PTQ, dynamic then static; 3. evaluate
 (quality and speed); 4. if every PTQ model loses more than the tolerance, QAT with a low learning

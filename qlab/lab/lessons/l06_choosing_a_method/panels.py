@@ -1,4 +1,4 @@
-"""Lesson 06: its panels: sliders wired to the numbers and the figures."""
+"""Lesson 06: its panels, sliders wired to the numbers and the figures."""
 
 from __future__ import annotations
 
@@ -10,10 +10,6 @@ from qlab.lab.kit.panel import WIDE, Panel, check_slider, show
 from . import figures
 from .numbers import decide
 
-# ---------------------------------------------------------------------------------------
-# Lesson 06: which method the workflow chooses, as the tolerance moves
-# ---------------------------------------------------------------------------------------
-
 TOLERANCE = (0.0, 10.0)  # % of fp32's quality
 
 
@@ -23,12 +19,12 @@ class WorkflowPanel(Panel):
     Controls: "tolerance (% of fp32)" (0..10, step 0.25: the loss each model may take, as a share
     of its fp32 quality) and "model" (whose decision flow is drawn). Readout, e.g. "tolerance 0.50 %
     — int8 deployed for 4 of 4 models: resnet static (1.95x), ... ". No timing happens here: the
-    rows were measured once, by workflow.method_rows.
+    rows were measured once, by numbers.method_rows.
     """
 
     def __init__(self, rows_by_model: dict, tolerance: float = 0.0, model: str | None = None):
         if not isinstance(rows_by_model, dict) or not rows_by_model:
-            raise ValueError("rows_by_model must be a non-empty dict: model -> workflow.method_rows(model)")
+            raise ValueError("rows_by_model must be a non-empty dict: model -> numbers.method_rows(model)")
         check_slider("tolerance", tolerance, *TOLERANCE)
         model = next(iter(rows_by_model)) if model is None else model
         check_choice("model", model, rows_by_model, what=f"one of {list(rows_by_model)}")
@@ -46,7 +42,6 @@ class WorkflowPanel(Panel):
         super().__init__([widgets.HBox([self.tolerance, self.model]), self.readout, self.output, self.trail])
 
     def decisions(self, tolerance: float) -> dict:
-
         out = {}
         for name, rows in self.rows.items():
             fp32 = next(r for r in rows if r["method"] == "fp32")

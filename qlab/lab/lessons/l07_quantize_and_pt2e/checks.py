@@ -1,4 +1,4 @@
-"""Lesson 07: the self-checks of its exercises."""
+"""Lesson 07, the self-checks of its exercises."""
 
 from __future__ import annotations
 
@@ -11,16 +11,11 @@ from qlab.lab.kit.check import error_text, verdict
 from qlab.lab.kit.torch_ao import quiet
 from qlab.observers import MinMaxObserver
 
-# ---------------------------------------------------------------------------------------
-# Lesson 07: translate a classic observer into torchao's affine-quantization arguments
-# ---------------------------------------------------------------------------------------
-
 _TORCHAO_KEYS = ("mapping_type", "block_size", "target_dtype", "quant_min", "quant_max")
 
 
 def _translation_cases() -> list[tuple[str, object, torch.Tensor]]:
     """(what the case is, a classic qlab observer, a tensor it quantizes)."""
-
     gen = torch.Generator().manual_seed(7)
     act = torch.randn(32, 48, generator=gen) * 1.5 + 0.8                        # an activation, off-centre
     w = torch.randn(24, 48, generator=gen) * torch.rand(24, 1, generator=gen) * 2  # rows of different widths

@@ -1,4 +1,5 @@
-"""Lesson 07: its panels: sliders wired to the numbers and the figures."""
+"""Lesson 07: its panels, sliders wired to the numbers and to kit.figure's latency bars
+(through kit.panel.SpeedPanel)."""
 
 from __future__ import annotations
 
@@ -20,10 +21,6 @@ from qlab.lab.kit.panel import (
 )
 
 from .numbers import METHODS, MODES
-
-# ---------------------------------------------------------------------------------------
-# Lesson 07: the classic and the modern path, eager and compiled
-# ---------------------------------------------------------------------------------------
 
 
 class PathsPanel(SpeedPanel):

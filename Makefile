@@ -6,7 +6,7 @@ PORT    ?= 8888
 # JupyterLab refuses root unless told; containers often run as root.
 ROOT    := $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: setup lab test lint notebooks bench checkpoints student test-browser clean
+.PHONY: setup lab test lint notebooks bench checkpoints student test-browser test-install clean
 
 setup: $(STAMP)
 
@@ -52,3 +52,8 @@ clean:
 test-browser: setup
 	bash tests/browser/setup.sh
 	$(PY) -m pytest -q tests/browser
+
+# The README's commands without make, run in a fresh clone of HEAD into a new .venv (minutes,
+# several GB of disk while it runs; the clone is deleted afterwards).
+test-install: setup
+	QLAB_INSTALL_TEST=1 $(PY) -m pytest -q -rP tests/test_install.py

@@ -6,7 +6,7 @@ PORT    ?= 8888
 # JupyterLab refuses root unless told; containers often run as root.
 ROOT    := $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: setup lab test lint notebooks bench checkpoints student test-browser test-install clean
+.PHONY: setup lab test lint notebooks bench checkpoints student test-browser test-install test-qnnpack clean
 
 setup: $(STAMP)
 
@@ -47,6 +47,12 @@ checkpoints: setup
 
 clean:
 	rm -rf .venv .pytest_cache .ruff_cache .hypothesis student
+
+# Every lesson as on an Apple-silicon or other ARM laptop: PyTorch restricted to qnnpack (its only
+# int8 engine there); fails on any error cell. Lesson 07 runs again without a C++ compiler.
+test-qnnpack: setup
+	PYTHONPATH=tests/qnnpack $(PY) tests/qnnpack/run_lessons.py
+	PYTHONPATH=tests/qnnpack CXX=qlab-no-compiler $(PY) tests/qnnpack/run_lessons.py notebooks/07_torchao_and_pt2e.ipynb
 
 # Drive the lessons' widgets in a real headless browser (Debian chromium + Playwright).
 test-browser: setup

@@ -95,25 +95,43 @@ default_qat_qconfig = QConfig(
                                   symmetric=True, axis=0),
 )
 
-_BACKENDS = ("x86", "fbgemm")
+#: torch.ao's qnnpack (ARM) default: histogram activations on the whole 0..255 (no reduce_range:
+#: ARM's int8 instructions do not saturate the way x86's VPMADDUBSW does), per-tensor int8 weights,
+#: and the bias rounded to an int32 as qnnpack's kernels do (the "int32" rule, not fbgemm's float).
+qnnpack_qconfig = QConfig(
+    activation=_with(HistogramObserver, qdtype=uint8, reduce_range=False),
+    weight=_with(MinMaxObserver, qdtype=int8, symmetric=True),
+    bias="int32",
+)
+#: torch.ao's qnnpack QAT default: as default_qat_qconfig, without reduce_range, per-tensor weights.
+qnnpack_qat_qconfig = QConfig(
+    activation=FakeQuantize.with_args(observer=MovingAverageMinMaxObserver, qdtype=uint8,
+                                      reduce_range=False),
+    weight=FakeQuantize.with_args(observer=MovingAverageMinMaxObserver, qdtype=int8,
+                                  symmetric=True),
+    bias="int32",
+)
+
+_BACKENDS = {"x86": (default_qconfig, default_qat_qconfig),
+             "fbgemm": (default_qconfig, default_qat_qconfig),
+             "qnnpack": (qnnpack_qconfig, qnnpack_qat_qconfig)}
 
 
-def _check_backend(backend: str) -> None:
-    if backend not in _BACKENDS:
-        raise ValueError(f"backend must be one of {_BACKENDS} (the int8 kernels qlab matches), "
-                         f"got {backend!r}")
+def _check_backend(backend: str) -> tuple[QConfig, QConfig]:
+    if not isinstance(backend, str) or backend not in _BACKENDS:
+        raise ValueError(f"backend must be one of {tuple(_BACKENDS)} (the int8 kernels qlab "
+                         f"matches), got {backend!r}")
+    return _BACKENDS[backend]
 
 
 def get_default_qconfig(backend: str = "x86") -> QConfig:
     """torch.ao.quantization.get_default_qconfig(backend) in qlab's terms."""
-    _check_backend(backend)
-    return default_qconfig
+    return _check_backend(backend)[0]
 
 
 def get_default_qat_qconfig(backend: str = "x86") -> QConfig:
     """torch.ao.quantization.get_default_qat_qconfig(backend) in qlab's terms."""
-    _check_backend(backend)
-    return default_qat_qconfig
+    return _check_backend(backend)[1]
 
 
 def _bits(name: str, bits) -> int:

@@ -10,12 +10,11 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import sys
 
 import torch
 
-from qlab.lab.kit import checkpoints, models, torch_ao
+from qlab.lab.kit import checkpoints, compiler, models, torch_ao
 from qlab.lab.kit.integrity import ChecksumError
 from qlab.lab.lessons.l06_choosing_a_method import numbers as l06_numbers
 from qlab.lab.lessons.l06_choosing_a_method.numbers import check_models
@@ -32,41 +31,36 @@ def _cpu_flags() -> set[str]:
     return set()
 
 
-def _cpp_compiler() -> str | None:
-    """The C++ compiler torch.compile's CPU backend (inductor) would call: $CXX, else c++ / g++ /
-    clang++ on the PATH; None if there is none."""
-    for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
-        path = shutil.which(name) if name else None
-        if path:
-            return path
-    return None
-
-
 def doctor() -> int:
     """Print what the lessons depend on; return 1 if something they need is missing."""
     ok = True
+    torch_ao.quiet_logs()  # torchao's import notice (the import check below) is not for students
     print(f"python        {platform.python_version()} ({sys.executable})")
     print(f"torch         {torch.__version__}, {torch.get_num_threads()} threads")
-    engines = torch.backends.quantized.supported_engines
-    print(f"int8 engines  {', '.join(engines)}")
-    if "x86" not in engines and "fbgemm" not in engines:
-        print("  !! no x86/fbgemm engine: PyTorch's int8 kernels (the lessons' reference) are missing")
-        ok = False
+    engines = [e for e in torch.backends.quantized.supported_engines if e != "none"]
+    chosen = "$QLAB_ENGINE" if os.environ.get("QLAB_ENGINE", "").strip() else "the best one here"
+    print(f"int8 engine   {torch_ao.ENGINE} ({chosen}; PyTorch here has {', '.join(engines)})")
+    for line in torch_ao.differences():
+        print(f"  differs:    {line}")
     flags = _cpu_flags()
-    if flags:
+    if flags and torch_ao.X86:
         vnni = "avx512_vnni" in flags or "avx_vnni" in flags
         print(f"cpu           avx2={'avx2' in flags} avx512={'avx512f' in flags} vnni={vnni}"
               + ("" if vnni else "  (int8 speedups will be smaller without VNNI)"))
-    compiler = _cpp_compiler()
-    missing = "MISSING: lesson 07 compiles models with torch.compile, which needs one"
-    print(f"c++ compiler  {compiler or missing}")
-    ok = ok and compiler is not None
+    cxx = compiler.cpp_compiler()
+    print(f"c++ compiler  {cxx or 'none that works'} (torch.compile, lesson 07)")
+    if cxx is None:
+        print(f"  differs:    {compiler.missing_line('lesson 07', 'its compiled rows')}")
     for name in ("torchvision", "matplotlib", "ipywidgets", "jupyterlab", "sklearn", "torchao", "tqdm"):
         try:
             mod = __import__(name)
             print(f"{name:<13} {getattr(mod, '__version__', 'installed')}")
         except ImportError:
-            print(f"{name:<13} MISSING: run `make setup`")
+            print(f"{name:<13} MISSING: run `make setup` (README: without make)")
+            ok = False
+        except Exception as e:  # installed but broken, e.g. a CUDA torchvision beside a CPU-only torch
+            print(f"{name:<13} BROKEN: {type(e).__name__}: {str(e).splitlines()[0][:120]} (reinstall it "
+                  f"for this torch, {torch.__version__}: README, 'A class without GPUs')")
             ok = False
     try:
         for line in checkpoints.verify_all():
@@ -75,7 +69,8 @@ def doctor() -> int:
     except (ChecksumError, OSError, ValueError, ImportError) as e:  # reported, as the lines above
         print(f"files         PROBLEM: {e}")
         ok = False
-    print("all good: run `make lab`" if ok else "something is missing: see the lines marked above")
+    print("all good: run `make lab` (without make: `jupyter lab --notebook-dir notebooks`)" if ok
+          else "something is missing: see the lines marked above")
     return 0 if ok else 1
 
 

@@ -92,7 +92,7 @@ def cnn_variants(model: nn.Module, calibration) -> dict[str, nn.Module]:
     """The int8 models one fp32 lesson CNN (eval mode, batch norm not yet folded) becomes.
 
         "fp32":          batch norm folded into the convs (model.fuse_model()), still float
-        "torch.ao int8": fuse, prepare with get_default_qconfig("x86"), calibrate, convert
+        "torch.ao int8": fuse, prepare with get_default_qconfig(ENGINE), calibrate, convert
         "qlab int8":     qlab.prepare / qlab.convert of the same fused model and batches
         "dynamic int8":  torch.ao quantize_dynamic of the fp32 model: only the fc becomes int8
     """

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 import qlab
 from qlab.lab.kit import checkpoints, data, minilm, models, timing
 from qlab.lab.kit.models import CNNS, load_minilm
+from qlab.lab.kit.torch_ao import ENGINE
 from qlab.lab.kit.train import accuracy, bits_per_char
 from qlab.lab.lessons.l03_dynamic_quantization import numbers as l03_numbers
 from qlab.lab.lessons.l03_dynamic_quantization import speed as l03_speed
@@ -97,7 +98,7 @@ def _cnn_rows(name: str, threads: int, min_run_time: float, batch: int) -> list[
     fused.fuse_model()
 
     def static():
-        prepared = qlab.prepare(fused, qlab.get_default_qconfig("x86"))
+        prepared = qlab.prepare(fused, qlab.get_default_qconfig(ENGINE))
         with torch.no_grad():
             for b in x_train[:CALIB_IMAGES].split(64):
                 prepared(b)
@@ -278,7 +279,7 @@ def choose(model: nn.Module, data_: tuple[torch.Tensor, torch.Tensor], tolerance
         def static():
             fused = copy.deepcopy(model).eval()
             fused.fuse_model()
-            prepared = qlab.prepare(fused, qlab.get_default_qconfig("x86"))
+            prepared = qlab.prepare(fused, qlab.get_default_qconfig(ENGINE))
             with torch.no_grad():
                 for b in calib.split(64):
                     prepared(b)

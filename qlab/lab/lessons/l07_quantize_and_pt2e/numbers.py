@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 import qlab
-from qlab.lab.kit import timing
+from qlab.lab.kit import compiler, timing, torch_ao
 from qlab.lab.kit.minilm import embedding_quality
 from qlab.lab.kit.minilm import held_out_sentences as held_out_sentences  # re-exported for the notebook
 from qlab.lab.kit.torch_ao import quiet_logs
@@ -32,6 +32,22 @@ BATCH = 64  # the batch every CNN path is timed at (lesson 04's)
 
 PATHS = ("fp32 eager", "fp32 compiled", "torch.ao int8 eager", "torch.ao int8 compiled", "PT2E int8 eager",
          "PT2E int8 compiled", "PT2E int8 compiled, no freezing")
+MINILM_COMPILED = ("fp32 compiled", "torchao int8 compiled")
+
+
+def skipped_paths() -> dict[str, str]:
+    """The paths this machine cannot run, each with the one line that says why; {} on an x86 CPU
+    with a C++ compiler. Without a compiler every compiled path is skipped (compiler.missing_line);
+    on a non-x86 engine (qnnpack: ARM laptops) PT2E's compiled int8, whose X86InductorQuantizer
+    targets x86's oneDNN int8 kernels."""
+    if not compiler.can_compile():
+        line = compiler.missing_line()
+        return {p: line for p in (*PATHS, *MINILM_COMPILED) if "compiled" in p}
+    if not torch_ao.X86:
+        line = (f"PT2E int8 compiled is skipped on this machine's {torch_ao.ENGINE} engine: "
+                "X86InductorQuantizer's compiled int8 kernels are x86's (oneDNN); its eager graph runs here")
+        return {"PT2E int8 compiled": line, "PT2E int8 compiled, no freezing": line}
+    return {}
 
 
 def _torchao():
@@ -293,7 +309,7 @@ def export(model: nn.Module, example: torch.Tensor, dynamic_batch: bool = True, 
 def pt2e_int8(model: nn.Module, calib: torch.Tensor, dynamic_batch: bool = True, batch_size: int = BATCH):
     """PT2E static int8 of a float model: export, prepare_pt2e with X86InductorQuantizer's default
     config (uint8 affine activations over all 8 bits, 0..255, from a histogram observer; int8
-    per-channel symmetric weights; get_default_qconfig("x86") differs in using reduce_range,
+    per-channel symmetric weights; torch.ao's x86 default qconfig differs in using reduce_range,
     codes 0..127), calibrate on calib in batches, convert_pt2e.
     The result still runs eagerly, on quantize / dequantize nodes around float ops; torch.compile
     fuses them into int8 kernels."""
@@ -324,7 +340,7 @@ def static_batch_failure(model: nn.Module, calib: torch.Tensor, batch_size: int 
 
 
 def torch_ao_int8(model: nn.Module, calib: torch.Tensor, batch_size: int = BATCH) -> nn.Module:
-    """Lesson 04's classic path: fuse, then l04_speed.torch_ao_static (get_default_qconfig("x86"))."""
+    """Lesson 04's classic path: fuse, then l04_speed.torch_ao_static (torch.ao's default for ENGINE)."""
     fused = copy.deepcopy(model).eval()
     fused.fuse_model()
     return l04_speed.torch_ao_static(fused, calib.split(batch_size))
@@ -392,16 +408,20 @@ def cnn_paths(model: nn.Module, calib: torch.Tensor, x: torch.Tensor, y: torch.T
         PT2E int8 compiled      the same graph, compile_frozen: inductor fuses it into int8 kernels
         PT2E int8 compiled, no freezing    the same, with freezing off: the weights stay inputs
 
-    Shapes are static, so each compiled path compiles once per batch size.
+    Shapes are static, so each compiled path compiles once per batch size. Paths this machine
+    cannot run (skipped_paths: no C++ compiler, or not x86) are left out, each with its reason.
     Returns {"rows": {path: {"accuracy", "ms": {batch: ms}, "speedup": {batch: best fp32 ms / ms},
     "compile_s": {batch: seconds} or None}}, "baseline": {batch: the fastest fp32 path},
     "fp32_layout": {batch: layout}, "build_s": PT2E export + calibrate + convert seconds,
-    "runs": {batch: {path: zero-argument call that runs one timed batch}}, "batches", "threads"}.
+    "runs": {batch: {path: zero-argument call that runs one timed batch}}, "batches", "threads",
+    "skipped": {path: why}}.
     """
+    skipped = {p: why for p, why in skipped_paths().items() if p in PATHS}
+    paths = [p for p in PATHS if p not in skipped]
     fused = copy.deepcopy(model).eval()
     fused.fuse_model()
     cl = copy.deepcopy(fused).to(memory_format=torch.channels_last)
-    rows = {p: {"ms": {}, "speedup": {}, "compile_s": {} if "compiled" in p else None} for p in PATHS}
+    rows = {p: {"ms": {}, "speedup": {}, "compile_s": {} if "compiled" in p else None} for p in paths}
     baseline, layout, runs = {}, {}, {}
     with timing.settings(threads):
         start = time.perf_counter()
@@ -415,6 +435,7 @@ def cnn_paths(model: nn.Module, calib: torch.Tensor, x: torch.Tensor, y: torch.T
         # is compiled per batch and thread count, as eager times a fresh copy (timing.FreshKernels)
         to_compile = {"fp32 compiled": fused, "torch.ao int8 compiled": None, "PT2E int8 compiled": pt2e,
                       "PT2E int8 compiled, no freezing": copy.deepcopy(pt2e)}
+        to_compile = {p: m for p, m in to_compile.items() if p in paths}
         models = dict(eager)
         for b in batches:
             example = x[:b]
@@ -437,14 +458,14 @@ def cnn_paths(model: nn.Module, calib: torch.Tensor, x: torch.Tensor, y: torch.T
             ms = timing.interleaved_ms(fns, min_run_time, rounds)
             layout[b] = min(("contiguous", "channels_last"), key=lambda k: ms[f"fp32 {k}"])
             ms["fp32 eager"], fns["fp32 eager"] = ms[f"fp32 {layout[b]}"], fns[f"fp32 {layout[b]}"]
-            baseline[b] = min(("fp32 eager", "fp32 compiled"), key=ms.get)
-            for p in PATHS:
+            baseline[b] = min((p for p in ("fp32 eager", "fp32 compiled") if p in paths), key=ms.get)
+            for p in paths:
                 rows[p]["ms"][b], rows[p]["speedup"][b] = ms[p], ms[baseline[b]] / ms[p]
-            runs[b] = {p: fns[p] for p in PATHS}
-        for p in PATHS:
+            runs[b] = {p: fns[p] for p in paths}
+        for p in paths:
             rows[p]["accuracy"] = top1(predict(models[p], x, BATCH), y)
     return {"rows": rows, "baseline": baseline, "fp32_layout": layout, "build_s": build_s, "runs": runs,
-            "batches": tuple(batches), "threads": threads}
+            "batches": tuple(batches), "threads": threads, "skipped": skipped}
 
 
 def format_cnn_paths(results: Mapping[str, dict]) -> str:
@@ -505,17 +526,23 @@ def torchao_dynamic(model: nn.Module) -> nn.Module:
 
 
 def minilm_paths(model: nn.Module, classic: Mapping[str, nn.Module], batches: Sequence[dict],
-                 timing_batches: int = 2, compile_models: bool = True, threads: int = 2,
+                 timing_batches: int = 2, compile_models: bool | None = None, threads: int = 2,
                  min_run_time: float = 0.6, rounds: int = 3) -> dict:  # fmt: skip
     """MiniLM's fp32 and int8 paths, quality and speed in one run.
 
     classic: lesson 03's models (name -> model, e.g. torch.ao's quantize_dynamic) shown beside
-    torchao's; torchao int8 is torchao_dynamic(model); with compile_models, fp32 and torchao int8
-    are also torch.compile'd with freezing (compile seconds reported). Quality is embedding_quality
-    against fp32 eager on all batches; latency is the first timing_batches batches, interleaved.
+    torchao's; torchao int8 is torchao_dynamic(model); with compile_models (default: when this
+    machine has a C++ compiler), fp32 and torchao int8 are also torch.compile'd with freezing
+    (compile seconds reported). Quality is embedding_quality against fp32 eager on all batches;
+    latency is the first timing_batches batches, interleaved.
     Returns {"rows": {name: {"cosine", "nn_agreement", "ms", "speedup" vs the best fp32,
-    "compile_s"}}, "baseline": the best fp32 path}.
+    "compile_s"}}, "baseline": the best fp32 path, "skipped": {path: why}}.
     """
+    skipped = {p: why for p, why in skipped_paths().items() if p in MINILM_COMPILED}
+    if compile_models is None:
+        compile_models = not skipped
+    elif not compile_models:
+        skipped = dict.fromkeys(MINILM_COMPILED, "not compiled: compile_models=False")
     models: dict[str, Callable] = {"fp32 eager": model, **classic,
                                    "torchao int8 eager": torchao_dynamic(model)}
     compile_s: dict[str, float] = {}
@@ -533,7 +560,7 @@ def minilm_paths(model: nn.Module, classic: Mapping[str, nn.Module], batches: Se
     best = min(fp32, key=ms.get)
     rows = {n: {**quality[n], "ms": ms[n], "speedup": ms[best] / ms[n], "compile_s": compile_s.get(n)}
             for n in models}  # fmt: skip
-    return {"rows": rows, "baseline": best, "models": models,
+    return {"rows": rows, "baseline": best, "models": models, "skipped": skipped,
             "timed_sentences": sum(len(b["input_ids"]) for b in timed)}
 
 
@@ -587,13 +614,15 @@ def panel_choices(cnn_results: Mapping[str, dict], minilm_result: Mapping | None
                 return eager if p == "fp32 eager" else p
 
             out[f"{name} · batch {b}"] = {
-                "paths": {k: named(p) for k, p in _CNN_PATHS.items()},
+                "paths": {k: named(p) for k, p in _CNN_PATHS.items() if p in r["rows"]},
                 "runs": {named(p): f for p, f in r["runs"][b].items() if not p.endswith("no freezing")},
                 "baseline": named(r["baseline"][b]), "quality_name": "accuracy",
                 "quality": {named(p): row["accuracy"] for p, row in r["rows"].items()},
-                "unit": f"batch of {b} image" + ("s" if b > 1 else ""), "notes": {}}
+                "unit": f"batch of {b} image" + ("s" if b > 1 else ""),
+                "notes": {k: r["skipped"][p] for k, p in _CNN_PATHS.items() if p in r.get("skipped", {})}}
     if minilm_result is not None:
-        paths = dict(_MINILM_PATHS)
+        skipped = minilm_result.get("skipped", {})
+        paths = {k: p for k, p in _MINILM_PATHS.items() if p not in skipped}
         if minilm_classic is not None:
             paths[(METHODS[1], "eager")] = minilm_classic
         models = minilm_result["models"]
@@ -605,6 +634,7 @@ def panel_choices(cnn_results: Mapping[str, dict], minilm_result: Mapping | None
             "quality": {p: row["cosine"] for p, row in minilm_result["rows"].items()},
             "quality_name": "mean cosine", "unit": f"{sentences} sentences",
             "notes": {(METHODS[1], "compiled"): "not measured: torch.compile cannot trace torch.ao's "
-                                                "quantized modules and runs them eagerly (the CNNs show it)"},
+                                                "quantized modules and runs them eagerly (the CNNs show it)",
+                      **{k: skipped[p] for k, p in _MINILM_PATHS.items() if p in skipped}},
         }  # fmt: skip
     return out

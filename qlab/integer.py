@@ -10,13 +10,16 @@ The bias b is added in one of two ways (an int8 module's `bias_rule`):
 
   "float" (fbgemm/x86):  acc becomes a float32 and b / (s_x s_w) is added in float32
                          (with_float_bias); this is what torch.ao's int8 modules compute.
-  "int32" (integer-only  b is rounded once to the accumulator's grid, bias_q = round(b / (s_x s_w)),
-   hardware, TFLite):    and added as an int32 (int32_bias); the rounding can move an output
-                         by one step, and the step can grow through later layers.
+  "int32" (qnnpack, ARM; b is rounded once to the accumulator's grid, bias_q = round(b / (s_x s_w)),
+   integer-only          and added as an int32 (int32_bias); the rounding can move an output
+   hardware, TFLite):    by one step, and the step can grow through later layers. torch.ao's
+                         qnnpack kernels compute this (tests/test_engines.py measures how closely).
 
 The integer product is exact in every method int_conv2d picks: torch._int_mm (int8 x int8 ->
 int32), an exact int32 sum, or a float32 convolution where float32_sum_is_exact proves that no
-partial sum can leave the integers float32 holds exactly (|n| <= 2**24).
+partial sum can leave the integers float32 holds exactly (|n| <= 2**24). None of them needs an
+x86 CPU: torch._int_mm runs on oneDNN where PyTorch was built with it and on a plain loop where
+not (ARM builds may lack oneDNN; tests/test_engines.py checks both give the same integers).
 
 Requantization comes in two flavours that agree except for rare 1-LSB cases:
 

@@ -149,7 +149,8 @@ def test_sweep_dynamic_and_its_table():
     table = bench.sweep_table(sweep, "torch.ao int8").splitlines()
     assert table[0] == "| hidden \\ batch | 1 | 2 |" and table[1] == "|---|---|---|"
     assert re.fullmatch(r"\| 16 \| \d+\.\d\dx \| \d+\.\d\dx \|( UNSTABLE: rounds differ [\d.]+x)?", table[3])
-    assert re.fullmatch(r"\(timing rounds agree within [\d.]+x\)|Rows marked UNSTABLE: .*", table[-1])
+    assert re.fullmatch(r"\(timing rounds agree within [\d.]+x; int8 on torch.ao's x86 kernels\)"
+                        r"|Rows marked UNSTABLE: .*", table[-1])
 
 
 def test_unstable_timings_are_flagged():
@@ -158,7 +159,8 @@ def test_unstable_timings_are_flagged():
     assert table[2] == "| 8 | 1.50x | 2.00x | UNSTABLE: rounds differ 2.5x"
     assert table[-1].startswith("Rows marked UNSTABLE: one configuration's timing rounds differed up to 2.5x")
     sweep["spread"] = [[1.05, 1.1]]
-    assert bench.sweep_table(sweep, "x").splitlines()[-1] == "(timing rounds agree within 1.10x)"
+    assert bench.sweep_table(sweep, "x").splitlines()[-1] == (
+        "(timing rounds agree within 1.10x; int8 on torch.ao's x86 kernels)")
 
 
 def test_pareto_front():

@@ -198,3 +198,36 @@ def test_qlab_int8_path_gives_the_same_integers_without_onednn():
     for one, other in zip(with_onednn, without, strict=True):
         assert torch.equal(one, other)
     assert torch.equal(with_onednn[2], a.int() @ b.int())
+
+
+# ---- lesson 07 without a compiler, or off x86
+
+
+def test_lesson_07_skips_compiled_paths_without_a_compiler_and_pt2e_compiled_off_x86(monkeypatch):
+    from qlab.lab.kit import compiler
+    from qlab.lab.lessons.l07_quantize_and_pt2e import numbers as l07
+
+    assert l07.skipped_paths() == {}  # this machine: x86, g++
+    monkeypatch.setattr(torch_ao, "X86", False)
+    monkeypatch.setattr(torch_ao, "ENGINE", "qnnpack")
+    off_x86 = l07.skipped_paths()
+    assert set(off_x86) == {"PT2E int8 compiled", "PT2E int8 compiled, no freezing"}
+    assert "x86's (oneDNN)" in off_x86["PT2E int8 compiled"]
+    monkeypatch.setattr(compiler, "can_compile", lambda: False)
+    none = l07.skipped_paths()
+    assert set(none) == {p for p in (*l07.PATHS, *l07.MINILM_COMPILED) if "compiled" in p}
+    assert all("No C++ compiler" in why for why in none.values())
+
+
+def test_the_panel_names_why_a_skipped_path_is_missing():
+    from qlab.lab.lessons.l07_quantize_and_pt2e import numbers as l07
+
+    why = "No C++ compiler: ..."
+    rows = {p: {"accuracy": 0.9} for p in ("fp32 eager", "torch.ao int8 eager", "PT2E int8 eager")}
+    cnn = {"ResNet": {"batches": (1,), "fp32_layout": {1: "contiguous"}, "baseline": {1: "fp32 eager"},
+                      "rows": rows, "runs": {1: {p: None for p in rows}},
+                      "skipped": {p: why for p in l07.PATHS if "compiled" in p}}}
+    choice = l07.panel_choices(cnn)["ResNet · batch 1"]
+    assert ("fp32", "compiled") not in choice["paths"]
+    assert choice["notes"][("fp32", "compiled")] == why
+    assert choice["notes"][(l07.METHODS[2], "compiled")] == why

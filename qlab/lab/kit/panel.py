@@ -22,7 +22,7 @@ import ipywidgets as widgets
 import torch
 from IPython.display import Image, display
 
-from . import figure, timing
+from . import figure, timing, torch_ao
 from .check import check_choice
 
 WIDE = {"description_width": "initial"}
@@ -86,7 +86,8 @@ def threads_range() -> tuple[int, int]:
 
 
 def threads_text(n: int) -> str:
-    return f"{n} thread" + ("" if n == 1 else "s")
+    """"2 threads" (and, off x86, the int8 engine the timing ran on: "2 threads, qnnpack int8")."""
+    return f"{n} thread" + ("" if n == 1 else "s") + ("" if torch_ao.X86 else f", {torch_ao.ENGINE} int8")
 
 
 def busy_warning(r: dict) -> str:

@@ -98,7 +98,7 @@ def footnote(spreads) -> str:
     if worst > UNSTABLE:
         return (f"\n\nRows marked UNSTABLE: one configuration's timing rounds differed up to {worst:.1f}x, "
                 "so other work was running; rerun on a quiet machine before quoting them.")
-    return f"\n\n(timing rounds agree within {worst:.2f}x)"
+    return f"\n\n(timing rounds agree within {worst:.2f}x; int8 on torch.ao's {torch_ao.ENGINE} kernels)"
 
 
 # ---------------------------------------------------------------------------------------

@@ -142,7 +142,7 @@ def parity_note(ours: torch.Tensor, theirs: torch.Tensor, step: float | None = N
     output steps when `step`, the outputs' scale, is given). Print nothing where fbgemm exists."""
     if PARITY_ENGINE is not None:
         return
-    diff = (ours.float() - theirs.float()).abs()
+    diff = (ours.detach().float() - theirs.detach().float()).abs()
     share = float((diff > 0).float().mean()) if diff.numel() else 0.0
     far = (f"at most {int((diff / step).round().max())} output step(s)" if step
            else f"at most {float(diff.max()):.2g}") if share else "none"

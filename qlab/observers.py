@@ -33,7 +33,7 @@ from torch import nn
 
 from .ops import fake_quantize
 from .qparams import EPS, FLOAT32_MAX, QParams, check_eps, grid, qparams_from_range
-from .qtypes import QDType, round_to_float32, uint8
+from .qtypes import QDType, is_int, round_to_float32, uint8
 
 
 class Observer(nn.Module):
@@ -54,9 +54,9 @@ class Observer(nn.Module):
         super().__init__()
         if not isinstance(qdtype, QDType):
             raise TypeError(f"qdtype must be a qlab QDType such as qlab.uint8, got {qdtype!r}")
-        if axis is not None and (isinstance(axis, bool) or not isinstance(axis, int)):
+        if axis is not None and not is_int(axis):
             raise TypeError(f"axis must be None (per-tensor) or an int, got {axis!r}")
-        self.qdtype, self.symmetric, self.axis = qdtype, symmetric, axis
+        self.qdtype, self.symmetric, self.axis = qdtype, symmetric, None if axis is None else int(axis)
         self.reduce_range, self.eps = reduce_range, check_eps(eps)
         self.register_buffer("min_val", torch.tensor(float("inf")))
         self.register_buffer("max_val", torch.tensor(float("-inf")))
@@ -298,11 +298,11 @@ class _HistogramBase(Observer):
                 f"{type(self).__name__} is per-tensor only (axis=None), got axis={self.axis}; "
                 "for per-channel ranges use MinMaxObserver, PercentileObserver or MSEObserver"
             )
-        if isinstance(bins, bool) or not isinstance(bins, int) or bins < 2:
+        if not is_int(bins) or bins < 2:
             raise ValueError(f"bins must be an int >= 2, got {bins!r}")
-        if isinstance(upsample_rate, bool) or not isinstance(upsample_rate, int) or upsample_rate < 1:
+        if not is_int(upsample_rate) or upsample_rate < 1:
             raise ValueError(f"upsample_rate must be an int >= 1, got {upsample_rate!r}")
-        self.bins, self.upsample_rate = bins, upsample_rate
+        self.bins, self.upsample_rate = int(bins), int(upsample_rate)
         self.register_buffer("histogram", torch.zeros(bins))
 
     # What is histogrammed, and over which bounds (EntropyObserver histograms |x|).
@@ -522,11 +522,11 @@ class MSEObserver(_HistogramBase):
 
     def __init__(self, num_candidates: int = 100, points_per_bin: int = 4, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(num_candidates, bool) or not isinstance(num_candidates, int):
+        if not is_int(num_candidates):
             raise TypeError(f"num_candidates must be an int, got {num_candidates!r}")
         if num_candidates < 1 or points_per_bin < 1:
             raise ValueError("num_candidates and points_per_bin must be >= 1")
-        self.num_candidates, self.points_per_bin = num_candidates, points_per_bin
+        self.num_candidates, self.points_per_bin = int(num_candidates), points_per_bin
 
     def candidates(self) -> torch.Tensor:
         """The shrink factors a searched: 1/n, 2/n, ..., 1."""

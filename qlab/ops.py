@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from .qparams import QParams
-from .qtypes import along_axis
+from .qtypes import along_axis, is_int
 
 
 def _check_input(x, qp: QParams, axis: int | None) -> int | None:
@@ -41,8 +41,9 @@ def _check_qparams(qp) -> None:
 
 def _resolve_axis(t: torch.Tensor, qp: QParams, axis: int | None) -> int | None:
     """The channel axis for per-channel qparams (None for per-tensor), checked against t."""
-    if axis is not None and (isinstance(axis, bool) or not isinstance(axis, int)):
+    if axis is not None and not is_int(axis):
         raise TypeError(f"axis must be None or an int (a dimension of the tensor), got {axis!r}")
+    axis = None if axis is None else int(axis)
     if not qp.per_channel:
         if axis is not None:
             raise ValueError(f"axis={axis} was given but qp is per-tensor (one scale)")

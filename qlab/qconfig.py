@@ -21,7 +21,7 @@ from torch import nn
 
 from .fake_quant import FakeQuantize, LearnedFakeQuantize
 from .observers import HistogramObserver, MinMaxObserver, MovingAverageMinMaxObserver, Observer
-from .qtypes import int8, uint8
+from .qtypes import int8, is_int, uint8
 from .qtypes import qdtype as int_grid
 
 BIAS_RULES = ("float", "int32")
@@ -135,9 +135,9 @@ def get_default_qat_qconfig(backend: str = "x86") -> QConfig:
 
 
 def _bits(name: str, bits) -> int:
-    if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 8:
+    if not is_int(bits) or not 2 <= bits <= 8:
         raise ValueError(f"{name} must be an integer number of bits from 2 to 8, got {bits!r}")
-    return bits
+    return int(bits)
 
 
 def low_bit_qconfig(weight_bits: int = 8, activation_bits: int = 8, qat: bool = False,
@@ -154,7 +154,7 @@ def low_bit_qconfig(weight_bits: int = 8, activation_bits: int = 8, qat: bool = 
     a = int_grid(_bits("activation_bits", activation_bits), False)
     if learned_scale and not qat:
         raise ValueError("learned_scale=True trains the scales: it needs qat=True")
-    reduce = activation_bits == 8
+    reduce = a.bits == 8
     if not qat:
         return QConfig(_with(HistogramObserver, qdtype=a, reduce_range=reduce),
                        _with(MinMaxObserver, qdtype=w, symmetric=True, axis=0))

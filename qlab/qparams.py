@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .qtypes import QDType, uint8
+from .qtypes import QDType, is_int, is_real, uint8
 
 EPS = torch.finfo(torch.float32).eps
 FLOAT32_MAX = torch.finfo(torch.float32).max
@@ -51,6 +51,8 @@ class QParams:
         self.scale = _as_param(self.scale, "scale", torch.float32)
         self.zero_point = _as_param(self.zero_point, "zero_point", torch.int64)
         _check(self)
+        self.qmin, self.qmax = int(self.qmin), int(self.qmax)  # numpy integers become ints
+        self.axis = None if self.axis is None else int(self.axis)
 
     @property
     def per_channel(self) -> bool:
@@ -68,11 +70,11 @@ class QParams:
 
 
 def _as_param(value, name: str, dtype: torch.dtype) -> torch.Tensor:
-    """A QParams field as a tensor of `dtype`: a plain number becomes a 0-d tensor."""
+    """A QParams field as a tensor of `dtype`: a plain number (or numpy scalar) becomes a 0-d
+    tensor; a float that float32 cannot hold (1e300) is refused, not turned into inf."""
     floating = dtype.is_floating_point
-    numbers = (int, float) if floating else (int,)
-    if isinstance(value, numbers) and not isinstance(value, bool):
-        return torch.tensor(value, dtype=dtype)
+    if is_real(value) if floating else is_int(value):
+        value = torch.tensor(value, dtype=torch.float64 if floating else dtype)
     if (
         not isinstance(value, torch.Tensor)
         or value.dtype == torch.bool
@@ -82,11 +84,17 @@ def _as_param(value, name: str, dtype: torch.dtype) -> torch.Tensor:
         allowed = "a number or a float tensor" if floating else "an int or an integer tensor"
         got = f"dtype {value.dtype}" if isinstance(value, torch.Tensor) else type(value).__name__
         raise TypeError(f"QParams {name} must be {allowed}, got {got}")
-    return value.to(dtype)
+    if value.dtype == dtype:
+        return value
+    cast = value.to(dtype)
+    if floating and bool((torch.isfinite(value) & ~torch.isfinite(cast)).any()):
+        raise ValueError(f"QParams {name}={_show_values(value)} does not fit float32 "
+                         f"(largest {FLOAT32_MAX:.4g}); scales are float32")
+    return cast
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+def _show_values(t: torch.Tensor) -> str:
+    return repr(t.item()) if t.numel() == 1 else f"<values up to {t.abs().max().item():.4g}>"
 
 
 def _check(qp: QParams) -> None:
@@ -94,14 +102,14 @@ def _check(qp: QParams) -> None:
     dimension with one zero point per scale, then the values (`_check_values`)."""
     if not isinstance(qp.qdtype, QDType):
         raise TypeError(f"QParams qdtype must be a qlab QDType such as qlab.uint8, got {qp.qdtype!r}")
-    if not (_is_int(qp.qmin) and _is_int(qp.qmax)):
+    if not (is_int(qp.qmin) and is_int(qp.qmax)):
         raise TypeError(f"QParams qmin and qmax must be ints, got {qp.qmin!r} and {qp.qmax!r}")
     if not qp.qdtype.qmin <= qp.qmin < qp.qmax <= qp.qdtype.qmax:
         raise ValueError(
             f"QParams grid [qmin, qmax] = [{qp.qmin}, {qp.qmax}] must have qmin < qmax and lie "
             f"inside the {qp.qdtype!r} grid of qdtype (stored as {qp.qdtype.storage})"
         )
-    if not (qp.axis is None or _is_int(qp.axis)):
+    if not (qp.axis is None or is_int(qp.axis)):
         raise TypeError(f"QParams axis must be None (per-tensor) or an int, got {qp.axis!r}")
     scale, zp = qp.scale, qp.zero_point
     if scale.dim() > 1 or scale.numel() == 0:
@@ -144,9 +152,9 @@ def _check_values(qp: QParams) -> None:
 
 
 def _as_range_tensor(value, name: str) -> torch.Tensor:
-    if isinstance(value, bool) or not isinstance(value, (int, float, torch.Tensor)):
+    if not (is_real(value) or isinstance(value, torch.Tensor)):
         raise TypeError(f"{name} must be a number or a float tensor, got {type(value).__name__}")
-    t = torch.as_tensor(value, dtype=torch.float32) if not isinstance(value, torch.Tensor) else value
+    t = value if isinstance(value, torch.Tensor) else torch.tensor(float(value), dtype=torch.float64)
     if not t.is_floating_point():
         raise TypeError(f"{name} must be a float tensor, got dtype {t.dtype}")
     if t.dim() > 1:
@@ -158,7 +166,7 @@ def _as_range_tensor(value, name: str) -> torch.Tensor:
     t32 = t.detach().to(torch.float32)
     if not torch.isfinite(t32).all():  # a float64 beyond float32's range becomes inf here
         raise ValueError(
-            f"{name}={t.tolist()} does not fit float32 (|value| <= {FLOAT32_MAX:.4g}); "
+            f"{name}={t.tolist()} does not fit float32 (largest {FLOAT32_MAX:.4g}); "
             "scales are computed in float32, so the range must fit it"
         )
     return t32
@@ -166,8 +174,9 @@ def _as_range_tensor(value, name: str) -> torch.Tensor:
 
 def check_eps(eps) -> float:
     """eps, checked: a finite float > 0 that stays > 0 and finite in float32 (the smallest scale)."""
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
+    if not is_real(eps):
         raise TypeError(f"eps must be a float (the smallest scale allowed), got {type(eps).__name__}")
+    eps = float(eps)
     as_f32 = float(torch.tensor(eps, dtype=torch.float32))
     if not (math.isfinite(eps) and eps > 0 and 0 < as_f32 < math.inf):
         raise ValueError(

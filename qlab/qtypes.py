@@ -7,12 +7,23 @@
 from __future__ import annotations
 
 import math
+import numbers
 import struct
 from dataclasses import dataclass
 
 import torch
 
 MIN_BITS, MAX_BITS = 2, 16
+
+
+def is_int(v) -> bool:
+    """An integer: an int or a numpy integer scalar (numbers.Integral), not a bool."""
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def is_real(v) -> bool:
+    """A plain number: an int, a float or a numpy scalar (numbers.Real), not a bool."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
 @dataclass(frozen=True)
@@ -23,8 +34,9 @@ class QDType:
     signed: bool
 
     def __post_init__(self):
-        if isinstance(self.bits, bool) or not isinstance(self.bits, int):
+        if not is_int(self.bits):
             raise TypeError(f"bits must be an int, got {type(self.bits).__name__}")
+        object.__setattr__(self, "bits", int(self.bits))  # a numpy integer becomes an int
         if not MIN_BITS <= self.bits <= MAX_BITS:
             raise ValueError(
                 f"bits={self.bits} is outside the supported range; "

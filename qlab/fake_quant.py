@@ -20,7 +20,7 @@ from torch import nn
 from .observers import MovingAverageMinMaxObserver, Observer
 from .ops import fake_quantize
 from .qparams import QParams, grid
-from .qtypes import along_axis
+from .qtypes import along_axis, is_int
 
 
 class FakeQuantize(nn.Module):
@@ -98,15 +98,20 @@ class FakeQuantize(nn.Module):
 
 
 def disable_observer(module: nn.Module) -> None:
-    """model.apply(disable_observer): freeze every FakeQuantize's grid (as torch.ao's)."""
-    if isinstance(module, FakeQuantize):
-        module.disable_observer()
+    """Freeze the grid of every FakeQuantize in `module` and its submodules. Both disable_observer(model)
+    and model.apply(disable_observer) (torch.ao's style) work."""
+    for m in module.modules():
+        if isinstance(m, FakeQuantize):
+            m.disable_observer()
 
 
 def enable_observer(module: nn.Module) -> None:
-    """model.apply(enable_observer): let every FakeQuantize's grid follow the data again."""
-    if isinstance(module, FakeQuantize) and not isinstance(module, LearnedFakeQuantize):
-        module.enable_observer()
+    """Let the grid of every FakeQuantize in `module` and its submodules follow the data again
+    (LSQ's learned scales stay learned). Both enable_observer(model) and model.apply(enable_observer)
+    work."""
+    for m in module.modules():
+        if isinstance(m, FakeQuantize) and not isinstance(m, LearnedFakeQuantize):
+            m.enable_observer()
 
 
 def _flag(name: str, value) -> bool:
@@ -168,11 +173,23 @@ def lsq_fake_quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Te
                       grad_factor: float = 1.0, axis: int | None = None) -> torch.Tensor:
     """Fake quantization whose scale (and zero point) get gradients: LSQ's (see _LSQ), equal to
     torch._fake_quantize_learnable_per_tensor_affine (per_channel_affine with axis)."""
-    if not isinstance(qmin, int) or not isinstance(qmax, int) or not qmin < qmax:
+    if not is_int(qmin) or not is_int(qmax) or not qmin < qmax:
         raise ValueError(f"qmin < qmax must be integers, got qmin={qmin!r}, qmax={qmax!r}")
-    if bool((scale.detach() <= 0).any()):
+    _check_learned_scale(scale.detach())
+    if scale.dim() == 1 and axis is not None and scale.numel() != x.shape[axis]:
+        raise ValueError(
+            f"the learned per-channel scale has {scale.numel()} channels but the tensor has "
+            f"{x.shape[axis]} along axis {axis} (shape {tuple(x.shape)}); they must match"
+        )
+    return _LSQ.apply(x, scale, zero_point.to(scale.dtype), int(qmin), int(qmax), float(grad_factor), axis)
+
+
+def _check_learned_scale(scale: torch.Tensor) -> None:
+    if not bool(torch.isfinite(scale).all()):
+        raise ValueError("the learned scale must stay finite and > 0, got NaN or Inf (training "
+                         "diverged: lower the learning rate of the scales)")
+    if bool((scale <= 0).any()):
         raise ValueError("the learned scale must stay > 0 (lower the learning rate of the scales)")
-    return _LSQ.apply(x, scale, zero_point.to(scale.dtype), qmin, qmax, float(grad_factor), axis)
 
 
 class LearnedFakeQuantize(FakeQuantize):
@@ -203,6 +220,15 @@ class LearnedFakeQuantize(FakeQuantize):
 
     def has_data(self) -> bool:
         return self.scale is not None
+
+    def enable_observer(self, enabled: bool = True) -> LearnedFakeQuantize:
+        if enabled and self.scale is not None:
+            raise RuntimeError(
+                "this LearnedFakeQuantize's scale is learned (an nn.Parameter since the first "
+                "batch): it cannot observe again. To set the grid from data again, prepare a fresh "
+                "model with prepare_qat; to keep the grid still, stop training the scale"
+            )
+        return super().enable_observer(enabled)
 
     def qparams(self) -> QParams:
         if self.scale is None:

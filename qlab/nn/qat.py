@@ -18,8 +18,28 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..fake_quant import FakeQuantize
 from ..fuse import bn_fold_factor, fold_bn_weights
 from ..qconfig import default_qat_qconfig
+
+
+def check_qat_qconfig(qconfig) -> None:
+    """QAT trains through fake quantization: both factories must make FakeQuantize modules."""
+    _check_fake_quant({role: getattr(qconfig, role)() for role in ("activation", "weight")})
+
+
+def _check_fake_quant(made: dict[str, nn.Module]) -> None:
+    """An observer-only qconfig (for PTQ) would leave the forward float: QAT would train the
+    float model."""
+    plain = {role: type(m).__name__ for role, m in made.items() if not isinstance(m, FakeQuantize)}
+    if plain:
+        got = ", ".join(f"{name} ({role})" for role, name in plain.items())
+        raise TypeError(
+            f"prepare_qat needs a qconfig whose activation and weight make FakeQuantize modules "
+            f"(they fake-quantize while the model trains); this one makes {got}, which only "
+            f"observe, so QAT would train the float model. Use qlab.default_qat_qconfig, "
+            f"qlab.get_default_qat_qconfig(backend) or low_bit_qconfig(..., qat=True)"
+        )
 
 
 def _attach_fake_quant(layer: nn.Module, qconfig, relu: bool) -> None:
@@ -30,6 +50,7 @@ def _attach_fake_quant(layer: nn.Module, qconfig, relu: bool) -> None:
     layer.relu = relu
     layer.weight_fake_quant = qconfig.weight()
     layer.activation_post_process = qconfig.activation()
+    _check_fake_quant({"activation": layer.activation_post_process, "weight": layer.weight_fake_quant})
 
 
 def _output(layer: nn.Module, y: torch.Tensor) -> torch.Tensor:
@@ -132,7 +153,9 @@ class QATConvBn2d(nn.Conv2d):
 
 
 def freeze_bn_stats(module: nn.Module) -> None:
-    """model.apply(freeze_bn_stats): every QATConvBn2d uses, and stops updating, its running
-    statistics (torch.ao.nn.intrinsic.qat.freeze_bn_stats)."""
-    if isinstance(module, QATConvBn2d):
-        module.freeze_bn()
+    """Every QATConvBn2d in `module` and its submodules uses, and stops updating, its running
+    statistics. Both freeze_bn_stats(model) and model.apply(freeze_bn_stats) (the style of
+    torch.ao.nn.intrinsic.qat.freeze_bn_stats) work."""
+    for m in module.modules():
+        if isinstance(m, QATConvBn2d):
+            m.freeze_bn()

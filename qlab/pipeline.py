@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import warnings
 from typing import Callable
 
 import torch
@@ -43,6 +44,7 @@ from .nn import (
     QuantLinear,
     QuantStub,
 )
+from .nn.qat import check_qat_qconfig
 from .observers import MinMaxObserver
 from .qconfig import QConfig, check_bias_rule, default_qat_qconfig, default_qconfig
 from .qparams import QParams
@@ -75,6 +77,8 @@ FLOAT_FUNCTIONALS = (FloatFunctional, nnq.FloatFunctional)
 CONV_RELU = (ConvReLU2d, nni.ConvReLU2d)
 LINEAR_RELU = (LinearReLU, nni.LinearReLU)
 CONV_BN = (ConvBn2d, nni.ConvBn2d, ConvBnReLU2d, nni.ConvBnReLU2d)
+#: conv/linear + batch norm kept apart for QAT: what fusing a model in train mode makes
+QAT_FUSED = (*CONV_BN, nni.ConvBn1d, nni.ConvBn3d, nni.ConvBnReLU1d, nni.ConvBnReLU3d, nni.LinearBn1d)
 #: modules whose output prepare observes, and convert turns into an int8 layer
 OBSERVED = (*QUANT_STUBS, nn.Linear, nn.Conv2d, *CONV_RELU, *LINEAR_RELU)
 #: run unchanged on int8 activations (they keep the qparams): see qlab.tensor
@@ -136,6 +140,13 @@ def _prepare_one(name: str, m: nn.Module, qconfig: QConfig, qat: bool) -> nn.Mod
         return QAT_MODULES[type(m)](m, qconfig)
     if not qat and isinstance(m, OBSERVED):
         return _attach_observer(m, qconfig)
+    if not qat and isinstance(m, QAT_FUSED):
+        raise TypeError(
+            f"module '{name or type(m).__name__}' ({type(m).__name__}) keeps conv and batch norm "
+            f"apart for QAT: fusing (model.fuse_model() or fuse_modules) makes it when the model is "
+            f"in train mode. For static quantization call model.eval() before model.fuse_model(), "
+            f"so that batch norm is folded; for QAT use qlab.prepare_qat."
+        )
     if next(m.children(), None) is None and (
             next(m.parameters(recurse=False), None) is not None
             or isinstance(m, nn.modules.batchnorm._BatchNorm)):
@@ -153,6 +164,8 @@ def _prepare(model: nn.Module, qconfig: QConfig, inplace: bool, qat: bool) -> nn
         raise TypeError(f"prepare takes an nn.Module, got {type(model).__name__}")
     if not isinstance(qconfig, QConfig):
         raise TypeError(f"qconfig must be a qlab.QConfig, got {type(qconfig).__name__}")
+    if qat:
+        check_qat_qconfig(qconfig)
     done = [n or type(model).__name__ for n, m in model.named_modules()
             if _is_prepared(m) or isinstance(m, (QATLinear, QATConv2d, QATConvBn2d, QuantLinear,
                                                  QuantConv2d, DynamicQuantLinear))]
@@ -173,7 +186,9 @@ def prepare(model: nn.Module, qconfig: QConfig = default_qconfig, inplace: bool 
 def prepare_qat(model: nn.Module, qconfig: QConfig = default_qat_qconfig,
                 inplace: bool = False) -> nn.Module:
     """Swap layers for QAT twins that fake-quantize weights and outputs; the model trains as
-    usual (STE gradients), then convert() makes it int8. Returns the model in train mode."""
+    usual (STE gradients), then convert() makes it int8. Returns the model in train mode.
+    qconfig must make FakeQuantize modules (default_qat_qconfig, low_bit_qconfig(..., qat=True)):
+    an observer-only qconfig is refused, as QAT would then train the float model."""
     return _prepare(model, qconfig, inplace, qat=True).train()
 
 
@@ -290,16 +305,33 @@ def quantize_dynamic(model: nn.Module, qconfig_spec=None, per_channel: bool = Fa
         obs(w.detach())
         return obs.qparams()
 
+    swapped = []
+
     def make(name, m):
         if _skipped(m):
             return m
-        if type(m) in spec and type(m) is nn.Linear:
+        if type(m) not in spec:
+            return None  # look inside
+        swapped.append(name)
+        if type(m) is nn.Linear:
             return DynamicQuantLinear.from_float(m, weight_qparams(m.weight), reduce_range)
-        if type(m) in spec and type(m) is nn.LSTM:
-            return DynamicQuantLSTM.from_float(m, weight_qparams, reduce_range)
-        return None
+        return DynamicQuantLSTM.from_float(m, weight_qparams, reduce_range)
 
-    return swap(model, make)
+    model = swap(model, make)
+    if not swapped:
+        _warn_nothing_quantized(model, spec)
+    return model
+
+
+def _warn_nothing_quantized(model: nn.Module, spec: set) -> None:
+    """quantize_dynamic changed nothing: say what it looked for and what the model holds."""
+    wanted = ", ".join(f"nn.{t.__name__}" for t in DYNAMIC_MODULES if t in spec)
+    held = list(dict.fromkeys(type(m).__name__ for m in model.modules()
+                              if next(m.children(), None) is None))
+    warnings.warn(f"quantize_dynamic found nothing to quantize: it looks for {wanted} (qconfig_spec), "
+                  f"and skips modules whose .qconfig is None; the model holds {', '.join(held[:8])}"
+                  f"{', ...' if len(held) > 8 else ''}. It is returned unchanged.", UserWarning,
+                  stacklevel=3)
 
 
 # ---------------------------------------------------------------------------------------
@@ -395,5 +427,29 @@ def to_torch(model: nn.Module) -> nn.Module:
     if not found:
         raise ValueError("the model has no qlab int8 modules: make it int8 first with "
                          "qlab.convert (after prepare and calibration) or qlab.quantize_dynamic")
-    return swap(copy.deepcopy(model),
-                lambda name, m: TORCH_MODULES[type(m)](m) if type(m) in TORCH_MODULES else None)
+    exported = swap(copy.deepcopy(model),
+                    lambda name, m: TORCH_MODULES[type(m)](m) if type(m) in TORCH_MODULES else None)
+    if _lacks_quant_stub(model, found):
+        exported.register_forward_pre_hook(_refuse_float_input)
+    return exported
+
+
+def _lacks_quant_stub(model: nn.Module, found: list[nn.Module]) -> bool:
+    """A model (not a lone int8 layer, which is fed quantized tensors) with static int8 layers
+    and no Quantize in front of them."""
+    static = any(isinstance(m, (QuantLinear, QuantConv2d, QFunctional)) for m in found)
+    return (static and type(model) not in TORCH_MODULES
+            and not any(isinstance(m, Quantize) for m in found))
+
+
+def _refuse_float_input(model: nn.Module, args) -> None:
+    """to_torch's model without a Quantize: its int8 layers take quantized tensors only. A float
+    input would fail deep in torch ("Could not run 'quantized::conv2d.new' ... 'CPU' backend")."""
+    x = args[0] if args else None
+    if isinstance(x, torch.Tensor) and not x.is_quantized:
+        raise TypeError(
+            f"this {type(model).__name__} has no QuantStub, so its int8 layers would get the "
+            f"{x.dtype} input as it is: add a QuantStub at the input and a DeQuantStub at the "
+            f"output of the float model, then prepare, calibrate and convert it again (or pass "
+            f"a quantized tensor, torch.quantize_per_tensor(...))"
+        )

@@ -434,6 +434,9 @@ class DynamicQuantLSTM(nn.Module):
             order = "(batch, seq, feature)" if self.batch_first else "(seq, batch, feature)"
             raise ValueError(f"DynamicQuantLSTM expects input of shape {order} with "
                              f"feature = input_size = {self.input_size}, got {got}")
+        if x.shape[1 if self.batch_first else 0] == 0:
+            raise ValueError(f"DynamicQuantLSTM got a sequence of length 0 (input shape "
+                             f"{tuple(x.shape)}); as nn.LSTM, it needs at least one time step")
         if hx is not None:
             batch = x.shape[0] if self.batch_first else x.shape[1]
             want = (self.num_layers, batch, self.hidden_size)

@@ -81,7 +81,9 @@ def _expect_qtensor(module: nn.Module, x) -> QTensor:
         got = f"a {x.dtype} tensor" if isinstance(x, torch.Tensor) else type(x).__name__
         raise TypeError(
             f"{type(module).__name__} takes int8 activations (a qlab QTensor, made by a "
-            f"Quantize module), got {got}; put a QuantStub in front of it before prepare"
+            f"Quantize module), got {got}: add a QuantStub at the input and a DeQuantStub at the "
+            f"output of the float model (QuantStub before the first int8 layer), then prepare, "
+            f"calibrate and convert it again"
         )
     return x
 

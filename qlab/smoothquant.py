@@ -30,12 +30,14 @@ from collections.abc import Iterable, Mapping, Sequence
 import torch
 from torch import nn
 
+from .qtypes import is_real
+
 #: floor for the channel maxima (as the authors' code), so a silent channel gives no 0 or inf
 MIN_ABSMAX = 1e-5
 
 
 def _check_alpha(alpha) -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
+    if not is_real(alpha):
         raise TypeError(f"alpha must be a number in [0, 1], got {type(alpha).__name__}")
     if not 0.0 <= float(alpha) <= 1.0:  # also refuses NaN
         raise ValueError(f"alpha must be in [0, 1] (1: the activations' spread moves into the "
@@ -70,9 +72,12 @@ def input_channel_absmax(model: nn.Module, calibration, layer_type: type = nn.Li
     batches = _batches(calibration)
     absmax: dict[str, torch.Tensor] = {}
 
+    batch = [0]  # the batch being run, for the errors
+
     def hook(name):
         def record(module, args):
             x = args[0].detach().float()
+            _check_calibration_input(x, name, module, batch[0])
             m = x.abs().reshape(-1, x.shape[-1]).amax(0)
             absmax[name] = m if name not in absmax else torch.maximum(absmax[name], m)
         return record
@@ -83,12 +88,24 @@ def input_channel_absmax(model: nn.Module, calibration, layer_type: type = nn.Li
         raise ValueError(f"the model has no {layer_type.__name__} to calibrate")
     try:
         with torch.no_grad():
-            for b in batches:
+            for i, b in enumerate(batches):
+                batch[0] = i
                 model(b)
     finally:
         for h in handles:
             h.remove()
     return absmax
+
+
+def _check_calibration_input(x: torch.Tensor, name: str, layer: nn.Module, batch: int) -> None:
+    """A layer's input during calibration must hold at least one row and finite values."""
+    where = f"calibration batch {batch} gives '{name}' ({type(layer).__name__})"
+    if x.numel() == 0:
+        raise ValueError(f"{where} an empty input (shape {tuple(x.shape)}); each calibration batch "
+                         "must give every Linear at least one row (token) to measure max|X_j| on")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{where} NaN or Inf inputs; calibration data must be finite (check the "
+                         "batches, and the model on them: max|X_j| is measured on each Linear's input)")
 
 
 def outlier_ratio(act_absmax: torch.Tensor) -> float:
@@ -124,11 +141,12 @@ def smooth_scales(act_absmax: torch.Tensor, weight: torch.Tensor | Sequence[torc
 
 
 class ChannelScale(nn.Module):
-    """y = x * inv_scale along the last dimension: SmoothQuant's 1/s, as its own module."""
+    """y = x * inv_scale along the last dimension: SmoothQuant's 1/s, as its own module
+    (inv_scale is kept in the dtype it comes in: smooth_linear gives the Linear's)."""
 
     def __init__(self, inv_scale: torch.Tensor):
         super().__init__()
-        self.register_buffer("inv_scale", inv_scale.detach().float().clone())
+        self.register_buffer("inv_scale", inv_scale.detach().clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.inv_scale
@@ -143,9 +161,10 @@ def smooth_linear(linear: nn.Linear, s: torch.Tensor) -> nn.Sequential:
     quantize_dynamic (qlab's or torch.ao's) then quantizes the inner Linear as usual.
     """
     scaled = copy.deepcopy(linear)
+    dtype = scaled.weight.dtype
     with torch.no_grad():
-        scaled.weight.mul_(s.to(scaled.weight.dtype))
-    return nn.Sequential(OrderedDict(smooth=ChannelScale(1.0 / s), linear=scaled))
+        scaled.weight.mul_(s.to(dtype))
+    return nn.Sequential(OrderedDict(smooth=ChannelScale((1.0 / s).to(dtype)), linear=scaled))
 
 
 def fold_inverse_scale(producer: nn.Module, s: torch.Tensor) -> None:

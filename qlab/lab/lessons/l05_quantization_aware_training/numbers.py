@@ -30,7 +30,7 @@ from torch import nn
 import qlab
 from qlab.fake_quant import FakeQuantize, disable_observer
 from qlab.lab.kit import checkpoints, data
-from qlab.lab.kit.check import check_choice, check_int
+from qlab.lab.kit.check import check_choice, check_float, check_int
 from qlab.lab.kit.integrity import MANIFEST, read_manifest, sha256_file, verify_sha256, write_manifest
 from qlab.lab.kit.models import CNNS
 from qlab.lab.kit.timing import settings
@@ -80,10 +80,12 @@ def ptq_accuracy(name: str, w_bits: int = 8, a_bits: int = 8, calib_images: int 
     """Static PTQ of the checkpoint with w_bits weights and a_bits activations (low_bit_qconfig):
     fuse, prepare, calibrate on the first calib_images training images, convert; test accuracy
     of qlab's own integer path (it clamps to the low-bit grids, as the deployed model would)."""
+    x_train, _ = data.digits_tensors("train")
+    check_int("calib_images", calib_images, 1, len(x_train),
+              what=f"an integer from 1 to {len(x_train)} (the training images)")
     model = checkpoints.load_model(_check_name(name)).eval()
     model.fuse_model()
     prepared = qlab.prepare(model, low_bit_qconfig(w_bits, a_bits))
-    x_train, _ = data.digits_tensors("train")
     with torch.no_grad():
         for batch in x_train[:calib_images].split(64):
             prepared(batch)
@@ -120,14 +122,31 @@ def fake_quant_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> f
             m.observer_enabled.fill_(on)
 
 
-def _check_schedule(epochs, lr, freeze_bn_at, freeze_observer_at) -> None:
+def _check_qat_model(model) -> nn.Module:
+    """A model with fake quantization (qlab's FakeQuantize or torch.ao's): what run_qat trains."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a QAT-prepared nn.Module, got {type(model).__name__}")
+    if not any(isinstance(m, (FakeQuantize, tq.FakeQuantizeBase)) for m in model.modules()):
+        raise ValueError(f"run_qat needs a model prepared for QAT (with FakeQuantize modules): "
+                         f"prepare_for_qat(name, qconfig) or qlab.prepare_qat(model, qconfig); this "
+                         f"{type(model).__name__} has none (a float, prepared-for-PTQ or converted model)")
+    return model
+
+
+def _check_schedule(epochs, lr, freeze_bn_at, freeze_observer_at, eval_every=1, seed=0, threads=1,
+                    freezers=(freeze_bn_stats, disable_observer)) -> None:
     check_int("epochs", epochs, 1, what="a positive integer")
-    if not isinstance(lr, (int, float)) or not lr > 0:
-        raise ValueError(f"lr must be a number > 0, got {lr!r}")
+    check_float("lr", lr, 0, above=True, what="a finite number > 0 (the SGD learning rate, e.g. 0.01)")
     for label, v in (("freeze_bn_at", freeze_bn_at), ("freeze_observer_at", freeze_observer_at)):
-        if v is not None and not 0 <= v <= 1:
-            raise ValueError(f"{label} is a fraction of the training steps in [0, 1] (or None: never), "
-                             f"got {v!r}")
+        if v is not None:
+            check_float(label, v, 0, 1, what="a fraction of the training steps in [0, 1], or None (never)")
+    check_int("eval_every", eval_every, 1, what="a positive integer (training steps between evaluations)")
+    check_int("seed", seed, 0, what="an integer >= 0")
+    check_int("threads", threads, 1, what="a positive integer")
+    if not (isinstance(freezers, (tuple, list)) and len(freezers) == 2 and all(map(callable, freezers))):
+        raise ValueError("freezers must be two functions for model.apply: (freeze batch norm, disable "
+                         f"observers), e.g. (qlab.nn.freeze_bn_stats, qlab.fake_quant.disable_observer); "
+                         f"got {freezers!r}")
 
 
 def run_qat(model: nn.Module, epochs: int = 2, lr: float = 0.01, freeze_bn_at: float | None = 0.5,
@@ -145,7 +164,8 @@ def run_qat(model: nn.Module, epochs: int = 2, lr: float = 0.01, freeze_bn_at: f
     test accuracy after those steps), "frozen" ({"bn": step, "observers": step}), "seconds" (training
     time without the evaluations), "step_ms" (per step)}.
     """
-    _check_schedule(epochs, lr, freeze_bn_at, freeze_observer_at)
+    _check_qat_model(model)
+    _check_schedule(epochs, lr, freeze_bn_at, freeze_observer_at, eval_every, seed, threads, freezers)
     x_test, y_test = data.digits_tensors("test")
     loader = data.loader(data.digits("train"), 64, shuffle=True, augment=True, seed=seed)
     total = epochs * len(loader)

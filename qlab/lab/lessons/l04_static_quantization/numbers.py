@@ -30,9 +30,11 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.ao.nn.quantized as tnnq
 from torch import nn
 
 import qlab
+from qlab.fake_quant import FakeQuantize
 from qlab.integer import (
     float_multiplier,
     int_conv2d,
@@ -66,13 +68,36 @@ def int8_layers(model: nn.Module) -> dict[str, nn.Module]:
         raise TypeError(f"model must be an nn.Module converted by qlab.convert, got {type(model).__name__}")
     layers = {name: m for name, m in model.named_modules() if isinstance(m, INT8_LAYERS)}
     if not layers:
-        torch_ao = any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in model.modules())
-        hint = (" It holds torch.ao's quantized modules: pass qlab's converted model, not "
-                "qlab.to_torch(model)." if torch_ao else "")
-        raise ValueError(f"the model ({type(model).__name__}) has no int8 layers (QuantConv2d, "
-                         "QuantLinear): convert it first: model.fuse_model(); p = qlab.prepare(model, "
-                         f"qlab.minmax_qconfig); run calibration batches through p; qlab.convert(p).{hint}")
+        raise ValueError(_why_no_int8_layers(model))
     return layers
+
+
+def _is_torch_ao_quantized(m: nn.Module) -> bool:
+    """A torch.ao quantized module (torch.ao.convert's, or qlab.to_torch's); torchvision's float
+    models hold torch.ao's FloatFunctional, which is float."""
+    path = type(m).__module__
+    return (path.startswith(("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized"))
+            and not isinstance(m, (tnnq.FloatFunctional, tnnq.FXFloatFunctional)))
+
+
+def _observed(m: nn.Module) -> bool:
+    """Has prepare (or prepare_qat) given m an observer? (a float FloatFunctional holds an Identity)"""
+    observer = getattr(m, "activation_post_process", None)
+    observing = isinstance(observer, nn.Module) and not isinstance(observer, nn.Identity)
+    return observing or isinstance(m, FakeQuantize)
+
+
+def _why_no_int8_layers(model: nn.Module) -> str:
+    """int8_layers' message: what the model is instead (torch.ao's, prepared, float) and what to do."""
+    what = f"the model ({type(model).__name__}) has no int8 layers (QuantConv2d, QuantLinear)"
+    if any(_is_torch_ao_quantized(m) for m in model.modules()):
+        return (f"{what}. It holds torch.ao's quantized modules: pass qlab's converted model, not "
+                "qlab.to_torch(model).")
+    if any(_observed(m) for m in model.modules()):
+        return (f"{what}: it is prepared (it has observers) but not converted: convert it first: "
+                "`qlab.convert(p)`")
+    return (f"{what}: it is a float model: convert it first: model.fuse_model(); p = qlab.prepare(model, "
+            "qlab.minmax_qconfig); run calibration batches through p; `qlab.convert(p)`")
 
 
 def _check_image(image) -> torch.Tensor:
@@ -566,19 +591,45 @@ def shift_images(images: torch.Tensor, shift: str, amount, labels: torch.Tensor 
     if shift == "noise":
         g = torch.Generator().manual_seed(seed)
         return images + amount * torch.randn(images.shape, generator=g)
-    if not isinstance(labels, torch.Tensor) or labels.shape != images.shape[:1]:
+    if labels is None:
         raise ValueError("shift 'one_class' needs the calibration labels: pass calib as "
                          "(images, labels), e.g. qlab.lab.kit.data.digits_tensors('train')")
-    chosen = images[labels == amount]
+    chosen = images[_check_labels(labels, images) == amount]
     if len(chosen) == 0:
         raise ValueError(f"the calibration set has no image of digit {amount}")
     return chosen
 
 
+CALIB_FORMS = ("calib must be a tensor of images (N, C, H, W), or (images, labels) with labels a 1-D "
+               "tensor of the same length")
+
+
+def _check_labels(labels, images: torch.Tensor) -> torch.Tensor:
+    """labels, if they are one label per calibration image."""
+    if not isinstance(labels, torch.Tensor) or labels.dim() != 1:
+        got = f"shape {tuple(labels.shape)}" if isinstance(labels, torch.Tensor) else type(labels).__name__
+        raise ValueError(f"labels must be a 1-D tensor, one label per calibration image; got {got}")
+    if len(labels) != len(images):
+        raise ValueError(f"labels must hold one label per calibration image: {len(images)} images, "
+                         f"{len(labels)} labels")
+    return labels
+
+
+def _describe_calib(calib: tuple | list) -> str:
+    kind = type(calib).__name__
+    if calib and all(isinstance(t, torch.Tensor) and t.dim() == 4 for t in calib):
+        return f"a {kind} of {len(calib)} image batches: join them with torch.cat(...) first"
+    return f"a {kind} of {len(calib)} items ({', '.join(type(t).__name__ for t in calib[:3])})"
+
+
 def _images_labels(calib) -> tuple[torch.Tensor, torch.Tensor | None]:
-    if isinstance(calib, (tuple, list)) and len(calib) == 2:
-        return calib[0], calib[1]
-    return calib, None
+    """(images, labels or None) from calib: images, or (images, labels)."""
+    if not isinstance(calib, (tuple, list)):
+        return calib, None
+    if len(calib) != 2 or not all(isinstance(t, torch.Tensor) for t in calib) or calib[1].dim() == 4:
+        raise ValueError(f"{CALIB_FORMS}; got {_describe_calib(calib)}")
+    images, labels = calib
+    return images, _check_labels(labels, _check_calib(images))
 
 
 def calibrated_accuracy(float_model: nn.Module, calib, x: torch.Tensor, y: torch.Tensor,

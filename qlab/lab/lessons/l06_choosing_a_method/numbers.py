@@ -2,6 +2,7 @@
 
     method_rows(name)            one row per method that applies to a lesson model, measured now
     decide(rows, tolerance)      the workflow over measured rows: the chosen method and why
+    check_rows(rows)             method -> row, if the rows have what decide reads (else a clear error)
     choose(model, data, ...)     the workflow on any float classifier: fp32, dynamic, static, (QAT)
     report_rows(names) / report_markdown(rows)     `qlab report`: the table for this machine
     report_rows_from(rows)       method_rows' rows in the report's columns
@@ -23,6 +24,7 @@ import copy
 import functools
 import time
 from collections.abc import Callable, Sequence
+from numbers import Real
 
 import torch
 from torch import nn
@@ -30,6 +32,7 @@ from tqdm.auto import tqdm
 
 import qlab
 from qlab.lab.kit import checkpoints, data, minilm, models, timing
+from qlab.lab.kit.check import check_choice
 from qlab.lab.kit.models import CNNS, load_minilm
 from qlab.lab.kit.torch_ao import ENGINE
 from qlab.lab.kit.train import accuracy, bits_per_char
@@ -198,15 +201,58 @@ def _check_tolerance(tolerance) -> float:
     return float(tolerance)
 
 
+#: the methods decide() knows, in the order the workflow tries them
+DECIDE_METHODS = ("fp32", "dynamic", "dynamic + SmoothQuant", "static", "QAT 8-bit", "QAT 4-bit")
+
+
+#: the keys decide() reads: in every row, and in the fp32 row (the baseline) besides
+ROW_KEYS = ("method", "loss", "speedup", "size_bytes")
+FP32_KEYS = ("quality", "metric", "baseline")
+
+
+def _check_row(i: int, row) -> str:
+    """rows[i]'s method, if the row has what decide() reads."""
+    if not isinstance(row, dict):
+        raise TypeError(f"rows[{i}] must be a dict (a row of numbers.method_rows), got {type(row).__name__}")
+    if "method" not in row:
+        raise ValueError(f"rows[{i}] has no key 'method'; each row needs {ROW_KEYS}")
+    method = check_choice(f"rows[{i}]['method']", row["method"], DECIDE_METHODS,
+                          what=f"one of {', '.join(map(repr, DECIDE_METHODS))}")
+    needed = ROW_KEYS + (FP32_KEYS if method == "fp32" else ())
+    missing = [k for k in needed if k not in row]
+    if missing:
+        raise ValueError(f"rows[{i}] (method {method!r}) has no key {missing[0]!r}; each row needs "
+                         f"{ROW_KEYS}, and the fp32 row {FP32_KEYS} besides")
+    for key in ("loss", "speedup", "size_bytes") + (("quality",) if method == "fp32" else ()):
+        if isinstance(row[key], bool) or not isinstance(row[key], Real):
+            raise TypeError(f"rows[{i}] (method {method!r}): {key!r} must be a number, "
+                            f"got {type(row[key]).__name__}")
+    return method
+
+
+def check_rows(rows) -> dict[str, dict]:
+    """method -> row, if rows are one model's rows as decide() reads them (numbers.method_rows)."""
+    if isinstance(rows, (str, dict)) or not isinstance(rows, Sequence):
+        raise TypeError("rows must be a list of one model's row dicts (numbers.method_rows(name)), "
+                        f"got {type(rows).__name__}")
+    by = {}
+    for i, row in enumerate(rows):
+        method = _check_row(i, row)
+        if method in by:
+            raise ValueError(f"rows[{i}] repeats method {method!r}: one row per method")
+        by[method] = row
+    if "fp32" not in by:
+        raise ValueError("rows must include the fp32 row (the baseline)")
+    return by
+
+
 def decide(rows: Sequence[dict], tolerance: float) -> dict:
     """The workflow over one model's measured rows: PTQ (dynamic, then static) first; QAT only if
     no PTQ row is acceptable; among the acceptable rows of the first stage that has any, the
     fastest. Acceptable: a loss within the tolerance, and a gain (more than GAIN times faster
     than the best fp32, or more than GAIN times smaller). Returns {"chosen" (a row, or None), "trail"}."""
     tolerance = _check_tolerance(tolerance)
-    by = {r["method"]: r for r in rows}
-    if "fp32" not in by:
-        raise ValueError("rows must include the fp32 row (the baseline)")
+    by = check_rows(rows)
     fp32 = by["fp32"]
     trail = [f"1. fp32: {fp32['metric']} {fp32['quality']:.4g}, the baseline ({fp32['baseline']})"]
 

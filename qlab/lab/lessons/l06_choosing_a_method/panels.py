@@ -8,9 +8,17 @@ from qlab.lab.kit.check import check_choice
 from qlab.lab.kit.panel import WIDE, Panel, check_slider, show
 
 from . import figures
-from .numbers import decide
+from .numbers import check_rows, decide
 
 TOLERANCE = (0.0, 10.0)  # % of fp32's quality
+
+
+def _check_model_rows(name, rows) -> None:
+    """check_rows, its error naming the model."""
+    try:
+        check_rows(rows)
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"rows_by_model[{name!r}]: {e}") from None
 
 
 class WorkflowPanel(Panel):
@@ -25,6 +33,8 @@ class WorkflowPanel(Panel):
     def __init__(self, rows_by_model: dict, tolerance: float = 0.0, model: str | None = None):
         if not isinstance(rows_by_model, dict) or not rows_by_model:
             raise ValueError("rows_by_model must be a non-empty dict: model -> numbers.method_rows(model)")
+        for name, rows in rows_by_model.items():
+            _check_model_rows(name, rows)
         check_slider("tolerance", tolerance, *TOLERANCE)
         model = next(iter(rows_by_model)) if model is None else model
         check_choice("model", model, rows_by_model, what=f"one of {list(rows_by_model)}")
@@ -44,7 +54,7 @@ class WorkflowPanel(Panel):
     def decisions(self, tolerance: float) -> dict:
         out = {}
         for name, rows in self.rows.items():
-            fp32 = next(r for r in rows if r["method"] == "fp32")
+            fp32 = check_rows(rows)["fp32"]
             out[name] = decide(rows, tolerance / 100 * abs(fp32["quality"]))
         return out
 

@@ -32,9 +32,13 @@ KEYS = ("name", "config", "state_dict")
 
 
 def default_dir() -> Path:
-    """The repository's data/checkpoints, or $QLAB_CHECKPOINTS."""
+    """The repository's data/checkpoints, or $QLAB_CHECKPOINTS (ValueError if it is set but empty)."""
+    folder = os.environ.get("QLAB_CHECKPOINTS")
+    if folder is not None and not folder.strip():
+        raise ValueError("QLAB_CHECKPOINTS is set but empty: unset it to use the repository's "
+                         "data/checkpoints, or set it to the folder that holds the checkpoints and MANIFEST")
     repo = Path(__file__).resolve().parents[3]
-    return Path(os.environ.get("QLAB_CHECKPOINTS", repo / "data" / "checkpoints"))
+    return Path(folder) if folder is not None else repo / "data" / "checkpoints"
 
 
 def save(name: str, model: nn.Module, config: dict, directory: str | os.PathLike | None = None) -> Path:
@@ -101,10 +105,17 @@ def recorded_metrics(name: str | None = None, directory: str | os.PathLike | Non
 
 
 def verify_all(directory: str | os.PathLike | None = None) -> list[str]:
-    """Check every file in the manifest; one 'name: ok (size)' line each. Raises on the first bad one."""
+    """Check every file in the manifest; one 'name: ok (size)' line each. Raises on the first bad one,
+    and if the manifest does not list every lesson checkpoint (NAMES)."""
     directory = Path(directory or default_dir())
+    entries = read_manifest(directory)
+    missing = [f"{n}.pt" for n in NAMES if f"{n}.pt" not in entries]
+    if missing:
+        listed = f"does not list {', '.join(missing)}" if entries else "lists no checkpoints"
+        raise ValueError(f"{directory / MANIFEST} {listed}; the lessons need "
+                         f"{', '.join(f'{n}.pt' for n in NAMES)}: run `make checkpoints`")
     lines = []
-    for name, digest in sorted(read_manifest(directory).items()):
+    for name, digest in sorted(entries.items()):
         path = verify_sha256(directory / name, digest)
         lines.append(f"{name}: sha256 ok ({path.stat().st_size / 1e6:.2f} MB)")
     return lines

@@ -15,6 +15,7 @@ import sys
 import torch
 
 from qlab.lab.kit import checkpoints, compiler, models, torch_ao
+from qlab.lab.kit.check import check_int
 from qlab.lab.kit.integrity import ChecksumError
 from qlab.lab.lessons.l06_choosing_a_method import numbers as l06_numbers
 from qlab.lab.lessons.l06_choosing_a_method.numbers import check_models
@@ -76,6 +77,7 @@ def doctor() -> int:
 
 def report(models: str = "resnet,mobilenet_v2,charlstm", as_json: bool = False, threads: int = 2) -> int:
     """Measure fp32, dynamic, static and QAT int8 on the lesson models, on this machine (lesson 06)."""
+    check_int("threads", threads, 1, what="a positive integer (torch threads)")
     torch.set_num_threads(threads)
     with torch_ao.engine():
         rows = l06_numbers.report_rows(models, threads=threads)
@@ -108,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "report":
         try:
             check_models(args.models)
+            check_int("--threads", args.threads, 1, what="a positive integer (torch threads)")
         except ValueError as e:
             parser.error(str(e))
         return report(args.models, args.json, args.threads)

@@ -1,6 +1,3 @@
-from qlab.lab.tools import cli
-
-
 import pytest
 
 from qlab.lab.kit import compiler, torch_ao

@@ -220,7 +220,8 @@ def step_layer(model: nn.Module, layer_name: str, image: torch.Tensor) -> dict:
 
     Returns a dict (tensors without the batch dim, codes as int64):
       layer, type, kind, relu, bias_rule (the model's own), input_codes, input_scale,
-      input_zero_point, weight_codes, weight_scale (per channel), accumulator, acc_min, acc_max,
+      input_zero_point, weight_codes, weight_scale (1-D: one per channel, or one), accumulator,
+      acc_min, acc_max,
       bias (float, or None), bias_float, bias_int32, multiplier (M), m0, shift (lists, one per
       channel), output_scale, output_zero_point, out_float, out_int32, out_fixed_point,
       out_model (what the model itself computed), out_torch, and steps: rule -> {"diff" (codes
@@ -256,7 +257,7 @@ def step_layer(model: nn.Module, layer_name: str, image: torch.Tensor) -> dict:
         "layer": layer_name, "type": type(layer).__name__, "kind": _kind(layer), "relu": layer.relu,
         "bias_rule": layer.bias_rule,
         "input_codes": x.int_repr[0], "input_scale": x.scale, "input_zero_point": x.zero_point,
-        "weight_codes": layer.weight, "weight_scale": w_qp.scale,
+        "weight_codes": layer.weight, "weight_scale": w_qp.scale.reshape(-1),
         "accumulator": acc[0], "acc_min": int(acc.min()), "acc_max": int(acc.max()),
         "bias": layer.bias, "bias_float": b_float, "bias_int32": b_int32,
         "multiplier": mult, "m0": m0, "shift": shift,

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 import qlab
-from qlab.lab.kit.check import check_choice
+from qlab.lab.kit.check import check_choice, check_int
 from qlab.lab.kit.integrity import MINILM_SHA256, verify_sha256
 from qlab.lab.kit.models import minilm_dir
 from qlab.lab.kit.torch_ao import quiet
@@ -184,6 +184,16 @@ def parity_with_torch(w: torch.Tensor, per_channel: bool = False) -> dict[str, b
     return out
 
 
+def check_group(group, row: int) -> int:
+    """group, if it is a group size for rows of `row` values: an int from 1 to row that divides it
+    (a group never spans two rows). Otherwise a ValueError naming the sizes that fit."""
+    sizes = [g for g in range(1, row + 1) if row % g == 0]
+    if check_int("group", group, 1, row, what=f"a divisor of the row length {row}: one of {sizes}") in sizes:
+        return int(group)
+    raise ValueError(f"group={group} does not divide the row length {row}; a group never spans two rows: "
+                     f"use one of {sizes}")
+
+
 def per_group_qparams(w: torch.Tensor, bits: int, group: int) -> QParams:
     """Symmetric qparams with one scale per `group` consecutive weights of a row (per-group).
 
@@ -191,10 +201,10 @@ def per_group_qparams(w: torch.Tensor, bits: int, group: int) -> QParams:
     w.reshape(-1, group) with them (axis 0). torchao's block_size (1, group) gives the same
     integers (tests/test_torchao_math.py).
     """
-    if w.dim() != 2 or w.shape[1] % group:
-        raise ValueError(f"group={group} must divide the row length of a 2-d weight, "
+    if w.dim() != 2:
+        raise ValueError(f"per-group qparams need a 2-d weight [rows, row length], "
                          f"got shape {tuple(w.shape)}")
-    groups = w.reshape(-1, group)
+    groups = w.reshape(-1, check_group(group, w.shape[1]))
     return qlab.qparams_from_range(groups.amin(1), groups.amax(1), qlab.qdtype(bits, signed=True),
                                    symmetric=True, axis=0)
 

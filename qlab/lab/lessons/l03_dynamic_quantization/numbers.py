@@ -15,6 +15,7 @@ qlab.lab.kit.minilm) and speed_vs_fp32 (from .speed: the notebook names its resu
 from __future__ import annotations
 
 import copy
+import numbers
 from collections.abc import Callable, Mapping, Sequence
 
 import torch
@@ -280,6 +281,10 @@ def best_minilm_config(model, sentences: Sequence[str], alpha: float = MINILM_AL
     """
     check_model(model)
     sentences = check_sentences(sentences)
+    if isinstance(keep_fp32, numbers.Integral) and not isinstance(keep_fp32, bool):
+        linears = sum(isinstance(m, nn.Linear) for m in model.modules())
+        keep_fp32 = check_int("keep_fp32", keep_fp32, 0, linears,
+                              what=f"a count of Linears from 0 to {linears}, or a list of names")
     absmax = smoothquant.input_channel_absmax(model, minilm_batches(model, sentences))
     folds = bert_value_folds(model)
     if isinstance(keep_fp32, int) and not isinstance(keep_fp32, bool):

@@ -21,6 +21,7 @@ from qlab.lab.kit.minilm import embedding_quality
 from qlab.lab.kit.minilm import held_out_sentences as held_out_sentences  # re-exported for the notebook
 from qlab.lab.kit.torch_ao import quiet_logs
 from qlab.lab.kit.train import top1
+from qlab.lab.lessons.l01_quantization_math.numbers import check_group
 from qlab.lab.lessons.l03_dynamic_quantization.numbers import (
     best_minilm_config as best_minilm_config,  # re-exported for the notebook
 )
@@ -81,7 +82,7 @@ def qlab_codes(x: torch.Tensor, qdtype: qlab.QDType, symmetric: bool,
     to [rows * K / group, group], then one scale a row: per-group is per-channel of that view)."""
     if group is None:
         return qlab.quantize(x, qlab.qparams_from_range(x.min(), x.max(), qdtype, symmetric=symmetric)).long()
-    g = x.reshape(-1, group)
+    g = x.reshape(-1, check_group(group, x.shape[-1]))
     qp = qlab.qparams_from_range(g.amin(1), g.amax(1), qdtype, symmetric=symmetric, axis=0)
     return qlab.quantize(g, qp, axis=0).reshape(x.shape).long()
 
@@ -90,6 +91,7 @@ def same_math(weight: torch.Tensor, activation: torch.Tensor, group: int = 32) -
     """qlab against torchao on the same tensors, one row per granularity the lessons use: the count
     of integers that differ (0 = bit for bit) out of all."""
     k = weight.shape[1]
+    check_group(group, k)
     cases = [
         ("activation, per tensor, uint8 affine (static PTQ)", activation, qlab.uint8, False, None,
          ("asymmetric", activation.shape, torch.uint8, 0, 255)),
@@ -199,6 +201,7 @@ def try_configs(model: nn.Module, x: torch.Tensor, names: Sequence[str] | None =
 def _qat_prepare(model: nn.Module, group: int):
     """torchao's QAT prepare step on a copy of model, for an int8-activation, int4-per-group-weight
     base config: (base config, prepared copy, its first FakeQuantizedLinear)."""
+    check_group(group, next(m for m in model.modules() if isinstance(m, nn.Linear)).in_features)
     tq, _ = _torchao()
     from torchao.quantization import PerGroup
     from torchao.quantization.qat import QATConfig

@@ -66,6 +66,29 @@ def test_run_qat_refuses_a_model_without_fake_quantization(kind):
         l05.run_qat(model)
 
 
+def test_run_fp32_is_the_recipe_for_a_float_model():
+    """The fp32 baseline that lesson 05 times: run_qat refuses a float model, run_fp32 trains it."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
+    with pytest.raises(ValueError, match="run_qat needs a model prepared for QAT"):
+        l05.run_qat(model)
+    history = l05.run_fp32(model, epochs=1, lr=1e-3, eval_every=8)
+    assert history["steps"] == [0, 8, 16, 17] and history["frozen"] == {"bn": None, "observers": None}
+    assert history["accuracy"][-1] > 0.5
+
+
+@pytest.mark.parametrize("kind", ["QAT", "converted"])
+def test_run_fp32_refuses_a_quantized_model(kind):
+    model = qlab.prepare_qat(_tiny(), qlab.default_qat_qconfig)
+    words = "prepared for QAT: use run_qat"
+    if kind == "converted":
+        model(torch.randn(8, 4))
+        model, words = qlab.convert(model.eval()), "has none \\(a converted int8 model\\?\\)"
+    with pytest.raises(ValueError, match=words):
+        l05.run_fp32(model)
+    with pytest.raises(ValueError, match="lr must be a finite number > 0"):
+        l05.run_fp32(nn.Linear(2, 2), lr=float("inf"))
+
+
 def test_run_qat_refuses_what_is_not_a_model():
     with pytest.raises(TypeError, match="model must be a QAT-prepared nn.Module"):
         l05.run_qat("resnet")

@@ -4,6 +4,7 @@
     ptq_accuracy(name, w_bits, a_bits)            static PTQ at low bits, qlab's integer path
     prepare_for_qat(name, qconfig)                the fp32 checkpoint, fused for QAT and prepared
     run_qat(model, epochs, lr, ...)               fine-tune with fake quantization; a history to plot
+    run_fp32(model, epochs, lr, ...)              the same recipe on the float model: the fp32 baseline
     finish(model)                                 freeze; fake-quant vs converted-integer test accuracy
     qat_accuracy(name, w_bits, a_bits, ...)       the three above in one call: one row of the sweep
     torch_ao_qat(name, w_bits, a_bits, ...)       the same schedule with torch.ao, for parity
@@ -166,6 +167,28 @@ def run_qat(model: nn.Module, epochs: int = 2, lr: float = 0.01, freeze_bn_at: f
     """
     _check_qat_model(model)
     _check_schedule(epochs, lr, freeze_bn_at, freeze_observer_at, eval_every, seed, threads, freezers)
+    return _fine_tune(model, epochs, lr, freeze_bn_at, freeze_observer_at, eval_every, seed, threads,
+                      freezers)
+
+
+def run_fp32(model: nn.Module, epochs: int = 2, lr: float = 0.01, eval_every: int = 4, seed: int = 0,
+             threads: int = 1) -> dict:
+    """run_qat's recipe on a float model (the same data order, batch, SGD; nothing to freeze): the
+    fp32 baseline of a training step's time and of the accuracy curve. Returns run_qat's dict."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a float nn.Module, got {type(model).__name__}")
+    if any(isinstance(m, (FakeQuantize, tq.FakeQuantizeBase)) for m in model.modules()):
+        raise ValueError("run_fp32 trains a float model; this one is prepared for QAT: use run_qat")
+    if not any(p.requires_grad and p.is_floating_point() for p in model.parameters()):
+        raise ValueError(f"run_fp32 needs a float model with trainable parameters; this "
+                         f"{type(model).__name__} has none (a converted int8 model?)")
+    _check_schedule(epochs, lr, None, None, eval_every, seed, threads)
+    return _fine_tune(model, epochs, lr, None, None, eval_every, seed, threads, (None, None))
+
+
+def _fine_tune(model, epochs, lr, freeze_bn_at, freeze_observer_at, eval_every, seed, threads,
+               freezers) -> dict:
+    """run_qat's loop, its arguments checked."""
     x_test, y_test = data.digits_tensors("test")
     loader = data.loader(data.digits("train"), 64, shuffle=True, augment=True, seed=seed)
     total = epochs * len(loader)

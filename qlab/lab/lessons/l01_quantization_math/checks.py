@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 import qlab
-from qlab.lab.kit.check import error_text, verdict
+from qlab.lab.kit.check import Student, checker, describe, is_number, verdict
 from qlab.lab.kit.torch_ao import quiet
 from qlab.qparams import EPS, QParams
 
@@ -92,7 +91,10 @@ def _as_codes(got, like: torch.Tensor, qp: QParams) -> tuple[torch.Tensor | None
         return None, f"it returned {type(got).__name__}, not a torch.Tensor"
     if got.shape != like.shape:
         return None, f"it returned shape {tuple(got.shape)}, expected {tuple(like.shape)}"
-    if not got.is_floating_point() and not got.dtype.is_complex and got.dtype != torch.bool:
+    if got.dtype == torch.bool or got.dtype.is_complex:
+        return None, (f"it returned {describe(got)}; the codes are integers: return an integer "
+                      "tensor that holds the grid (e.g. torch.int32) or whole-number floats")
+    if not got.is_floating_point():
         info = torch.iinfo(got.dtype)
         if info.min > qp.qmin or info.max < qp.qmax:
             return None, (
@@ -103,7 +105,7 @@ def _as_codes(got, like: torch.Tensor, qp: QParams) -> tuple[torch.Tensor | None
             )
     if got.is_floating_point():
         if not torch.isfinite(got).all():
-            return None, "it returned NaN or Inf"
+            return None, f"it returned NaN or Inf; codes are whole numbers in the grid [{qp.qmin}, {qp.qmax}]"
         if (got != torch.round(got)).any():
             i = int((got != torch.round(got)).nonzero()[0, 0]) if got.dim() else 0
             v = got.flatten()[i].item()
@@ -133,25 +135,22 @@ def _diagnose(x, qp: QParams, expected, got, case: _Case) -> str:
     return case.hint
 
 
-def check_quantize(fn: Callable[[torch.Tensor, QParams], torch.Tensor]) -> bool:
+@checker("the integer codes clamp(round(x * (1/scale)) + zero_point, qmin, qmax), a tensor shaped like x")
+def check_quantize(student: Student) -> bool:
     """Check a student's quantize(x, qp) -> integer codes against qlab and torch.
 
     fn gets a float tensor x and QParams qp (qp.scale, qp.zero_point, qp.qmin, qp.qmax)
     and must return q = clamp(round(x * (1/scale)) + zero_point, qmin, qmax), bit-exact.
     Prints which case failed with expected vs got and a hint; returns True if all pass.
     """
-    name = getattr(fn, "__name__", "your function")
+    name = student.name
     cases = _quantize_cases()
     for case in cases:
         x, qp = case.x, case.qp
         expected = qlab.quantize(x, qp).to(torch.int64)
         reference = _torch_reference(x, qp)
         assert torch.equal(expected, reference), f"qlab and torch disagree on {case.name}"
-        try:
-            got = fn(x.clone(), qp)
-        except Exception as e:  # a student's bug, reported as a hint rather than a traceback
-            return verdict(False, name, f"case '{case.name}' raised {type(e).__name__}: {e}")
-        got, problem = _as_codes(got, expected, qp)
+        got, problem = _as_codes(student(f"case '{case.name}'", x.clone(), qp), expected, qp)
         if got is None:
             return verdict(False, name, f"case '{case.name}': {problem}")
         if not torch.equal(got, expected):
@@ -295,10 +294,12 @@ def _as_scale_zp(got) -> tuple[tuple[float, float] | None, str]:
     for what, v in zip(("scale", "zero_point"), got, strict=True):
         if isinstance(v, torch.Tensor):
             if v.numel() != 1:
-                return None, f"{what} is a tensor of shape {tuple(v.shape)}; it is one number"
+                return None, (f"it returned {describe(got)}: {what} is a tensor of shape {tuple(v.shape)}; "
+                              "it is one number")
             v = v.item()
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            return None, f"{what} is a {type(v).__name__}; return a number or a 0-d tensor"
+        if not is_number(v):
+            return None, (f"it returned {describe(got)}: {what} is a {type(v).__name__}; return a number "
+                          "or a 0-d tensor")
         values.append(v)
     scale, zp = values
     return (float(torch.tensor(float(scale), dtype=torch.float32)), zp), ""
@@ -340,7 +341,19 @@ def _qparams_hint(x_min, x_max, qmin, qmax, symmetric, scale, zp, expected) -> s
             "zero_point = clamp(qmin - round(min / scale), qmin, qmax)")
 
 
-def check_qparams(fn: Callable[[torch.Tensor, torch.Tensor, int, int, bool], tuple]) -> bool:
+def _qparams_raised_hint(args: tuple, e: Exception) -> str:
+    """A hint for a qparams(x_min, x_max, ...) that raised: most often the zero-width range."""
+    if isinstance(e, NotImplementedError):
+        return ""
+    if float(args[0]) == float(args[1]) == 0.0 or isinstance(e, ZeroDivisionError):
+        return ("a zero-width range (x_min = x_max = 0) gives scale 0, and min / scale is then "
+                "0 / 0 = NaN; keep the scale at least eps = torch.finfo(torch.float32).eps "
+                "(scale = max(scale, eps)) before computing the zero point")
+    return "see the formulas in section 2"
+
+
+@checker("a pair (scale, zero_point): two numbers or 0-d tensors", hint_if_raised=_qparams_raised_hint)
+def check_qparams(student: Student) -> bool:
     """Check a student's qparams(x_min, x_max, qmin, qmax, symmetric) -> (scale, zero_point).
 
     x_min, x_max are 0-d float32 tensors (what w.min() and w.max() give); the grid is
@@ -356,25 +369,13 @@ def check_qparams(fn: Callable[[torch.Tensor, torch.Tensor, int, int, bool], tup
     The scale must match in float32 bit for bit (a float64 result is rounded to float32 first),
     the zero point exactly. Prints which case failed, expected vs got and a hint.
     """
-    name = getattr(fn, "__name__", "your function")
+    name = student.name
     cases = _qparams_cases()
     for case, lo, hi, qmin, qmax, symmetric in cases:
         x_min, x_max = torch.tensor(lo), torch.tensor(hi)
         expected = _qparams_reference(x_min, x_max, qmin, qmax, symmetric)
         where = f"case '{case}' (x_min={lo:g}, x_max={hi:g}, grid [{qmin}, {qmax}], symmetric={symmetric})"
-        try:
-            got = fn(x_min.clone(), x_max.clone(), qmin, qmax, symmetric)
-        except NotImplementedError as e:
-            return verdict(False, name, f"{where}: raised NotImplementedError ({e}): replace the "
-                                        "`raise` with your code")
-        except Exception as e:  # a student's bug, reported as a hint rather than a traceback
-            zero_width = lo == hi == 0.0
-            hint = ("a zero-width range (x_min = x_max = 0) gives scale 0, and min / scale is then "
-                    "0 / 0 = NaN; keep the scale at least eps = torch.finfo(torch.float32).eps "
-                    "(scale = max(scale, eps)) before computing the zero point"
-                    if zero_width or isinstance(e, ZeroDivisionError) else "see the formulas in section 2")
-            return verdict(False, name, f"{where}: raised {error_text(e)}\n   Hint: {hint}")
-        got, problem = _as_scale_zp(got)
+        got, problem = _as_scale_zp(student(where, x_min.clone(), x_max.clone(), qmin, qmax, symmetric))
         if got is None:
             return verdict(False, name, f"{where}: {problem}")
         scale, zp = got

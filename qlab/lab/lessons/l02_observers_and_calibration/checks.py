@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-from qlab.lab.kit.check import error_text, verdict
+from qlab.lab.kit.check import Student, checker, describe, is_number, verdict
 from qlab.observers import MovingAverageMinMaxObserver, PercentileObserver
 
 
 def _as_value(got) -> tuple[torch.Tensor | None, str]:
     """The student's running value as a 0-d float tensor, or None and what is wrong with it."""
-    if isinstance(got, (int, float)) and not isinstance(got, bool):
+    if is_number(got):
         return torch.tensor(float(got)), ""
     if not isinstance(got, torch.Tensor):
         hint = " (did you forget `return`?)" if got is None else ""
@@ -22,6 +21,8 @@ def _as_value(got) -> tuple[torch.Tensor | None, str]:
     if got.numel() != 1:
         return None, (f"it returned a tensor of shape {tuple(got.shape)}; the running min (or max) "
                       "is one number: combine the two scalars you are given, nothing more")
+    if got.dtype == torch.bool or got.dtype.is_complex:
+        return None, f"it returned {describe(got)}; the running min (or max) is a real number"
     return got.reshape(()).float(), ""
 
 
@@ -43,7 +44,8 @@ def _moving_average_hint(got: torch.Tensor, running: torch.Tensor, batch: torch.
             "value: running + c * (batch_value - running). c = 1 forgets the past.")
 
 
-def check_moving_average(fn: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]) -> bool:
+@checker("the new running value, a number or a 0-d tensor: running + c * (batch_value - running)")
+def check_moving_average(student: Student) -> bool:
     """Check a student's moving-average update against qlab's MovingAverageMinMaxObserver.
 
     fn(running, batch_value, c) must return the new running value
@@ -51,7 +53,7 @@ def check_moving_average(fn: Callable[[torch.Tensor, torch.Tensor, float], torch
     batch after the first (the first batch sets them); the results must match the observer's
     (and so torch.ao's) min and max to float32 rounding (rtol 1e-5), for c = 0.01, 0.3, 1.
     """
-    name = getattr(fn, "__name__", "your function")
+    name = student.name
     g = torch.Generator().manual_seed(2)
     seq = [torch.randn(64, generator=g) * (1 + i % 3) + 0.5 * i for i in range(6)]
     for c in (0.01, 0.3, 1.0):
@@ -63,10 +65,8 @@ def check_moving_average(fn: Callable[[torch.Tensor, torch.Tensor, float], torch
                 lo, hi = x.min(), x.max()
                 continue
             running, batch = (lo, hi), (x.min(), x.max())
-            try:
-                got = fn(running[0], batch[0], c), fn(running[1], batch[1], c)
-            except Exception as e:  # a student's bug, reported as a hint
-                return verdict(False, name, f"c = {c}, batch {i}: raised {type(e).__name__}: {e}")
+            where = f"c = {c}, batch {i}"
+            got = student(where, running[0], batch[0], c), student(where, running[1], batch[1], c)
             (lo, problem_lo), (hi, problem_hi) = _as_value(got[0]), _as_value(got[1])
             if lo is None or hi is None:
                 return verdict(False, name, f"c = {c}, batch {i}: {problem_lo or problem_hi}")
@@ -189,7 +189,7 @@ def _as_range(got) -> tuple[tuple[float, float] | None, str]:
     for v in got:
         if (isinstance(v, torch.Tensor) and v.numel() == 1) or getattr(v, "size", None) == 1:
             v = v.item()  # a 0-d tensor or a numpy number
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
+        if not is_number(v):
             return None, (f"it returned a {type(v).__name__} inside the pair; "
                           "return two numbers (or 0-d tensors)")
         out.append(float(v))
@@ -216,19 +216,15 @@ def _same(a, b, tol) -> bool:
     return all(abs(x - y) <= tol for x, y in zip(a, b, strict=True))
 
 
-def _run_percentile(fn, setup) -> tuple[tuple[float, float] | None, str]:
-    try:
-        got = fn(setup["hist"].clone(), setup["lo"], setup["hi"], setup["case"].p)
-    except Exception as e:  # a student's bug, reported as a hint rather than a traceback
-        hint = " (replace the `raise` with your code)" if isinstance(e, NotImplementedError) else ""
-        return None, f"raised {error_text(e)}{hint}"
-    return _as_range(got)
+def _run_percentile(student: Student, setup) -> tuple[tuple[float, float] | None, str]:
+    where = f"case '{setup['case'].name}'"
+    return _as_range(student(where, setup["hist"].clone(), setup["lo"], setup["hi"], setup["case"].p))
 
 
-def _percentile_hint(fn, setups, failed) -> str:
+def _percentile_hint(student: Student, setups, failed) -> str:
     """The typical mistake whose result the student's matches in every case (and the right answer
     does not, in the case that failed), else a bound check, else the rule in words."""
-    results = [(st, _run_percentile(fn, st)[0]) for st in setups]
+    results = [(st, _run_percentile(student, st)[0]) for st in setups]
     results = [(st, got) for st, got in results if got is not None]
     mistakes = [_percentile_mistakes(st["hist"], st["lo"], st["hi"], st["case"].p) for st, _ in results]
     failed_at = next(i for i, (st, _) in enumerate(results) if st is failed)
@@ -247,7 +243,8 @@ def _percentile_hint(fn, setups, failed) -> str:
             "lo + (k + fraction) * width")
 
 
-def check_percentile_range(fn: Callable[[torch.Tensor, float, float, float], tuple[float, float]]) -> bool:
+@checker("a pair of numbers (lower, upper): the (100 - p)-th and the p-th percentile")
+def check_percentile_range(student: Student) -> bool:
     """Check a student's percentile_range(hist, lo, hi, p) -> (lower, upper) against qlab's
     PercentileObserver(percentile=p).calibrated_range().
 
@@ -256,11 +253,11 @@ def check_percentile_range(fn: Callable[[torch.Tensor, float, float, float], tup
     whose running count reaches q * total, interpolated linearly inside it; lower end at
     q = 1 - p / 100, upper at q = p / 100. Must agree to 1/1000 of a bin width.
     """
-    name = getattr(fn, "__name__", "your function")
+    name = student.name
     setups = [_percentile_setup(case) for case in _percentile_cases()]
     for st in setups:
         case, expected = st["case"], st["expected"]
-        got, problem = _run_percentile(fn, st)
+        got, problem = _run_percentile(student, st)
         if got is None:
             return verdict(False, name, f"case '{case.name}': {problem}")
         if not _same(got, expected, st["tol"]):
@@ -269,7 +266,7 @@ def check_percentile_range(fn: Callable[[torch.Tensor, float, float, float], tup
                 f"bin width {st['width']:.4g}):\n"
                 f"   expected (lower, upper) = ({expected[0]:.6g}, {expected[1]:.6g}) "
                 f"(PercentileObserver(percentile={case.p:g})), got ({got[0]:.6g}, {got[1]:.6g}).\n"
-                f"   Hint: {_percentile_hint(fn, setups, st)}"
+                f"   Hint: {_percentile_hint(student, setups, st)}"
             ))
     return verdict(True, name, (
         f"all {len(setups)} cases match PercentileObserver's range (p = 99.99, 99, 100; a target inside "

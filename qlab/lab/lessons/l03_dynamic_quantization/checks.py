@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import numbers
 
 import torch
 
-from qlab.lab.kit.check import verdict
+from qlab.lab.kit.check import Student, checker, describe, is_number, verdict
 from qlab.qtypes import round_to_float32
 
 #: fbgemm raises scales below this (qlab.nn.dynamic.SMALL_SCALE_THRESHOLD)
@@ -96,23 +96,34 @@ def _as_qparams(got) -> tuple[tuple[float, int | float] | None, str]:
     if isinstance(scale, torch.Tensor) or isinstance(zp, torch.Tensor):
         return None, ("it returned tensors; return plain numbers: scale as a Python float "
                       "(float(t) or t.item()) and zero_point as a Python int (int(t))")
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)):
-        return None, f"scale is a {type(scale).__name__}; return it as a Python float"
-    if isinstance(zp, bool) or not isinstance(zp, (int, float)):
-        return None, f"zero_point is a {type(zp).__name__}; return it as a Python int"
+    for what, v, kind in (("scale", scale, "float"), ("zero_point", zp, "int")):
+        if not is_number(v):
+            return None, (f"it returned {describe(got)}: {what} is a {type(v).__name__}; "
+                          f"return it as a Python {kind}")
     if not (math.isfinite(scale) and math.isfinite(zp)):
         return None, (f"it returned scale = {scale}, zero_point = {zp}: NaN or Inf. A zero-width "
                       "range (all values 0) must not divide by 0: PyTorch (fbgemm) uses scale 0.1, "
                       "zero_point 0")
-    if isinstance(zp, float):
+    if not isinstance(zp, numbers.Integral):
         if zp != round(zp):
-            return (float(scale), zp), ""
+            return (float(scale), float(zp)), ""
         return None, (f"zero_point is the float {zp}; the zero point is a grid integer, return it "
                       "as a Python int (int(round(...)))")
     return (float(scale), int(zp)), ""
 
 
-def check_dynamic_qparams(fn: Callable[[torch.Tensor, bool], tuple[float, int]]) -> bool:
+def _dynamic_raised_hint(args: tuple, e: Exception) -> str:
+    """A hint for a qparams(x, reduce_range) that raised: most often the all-zero batch."""
+    if isinstance(e, NotImplementedError):
+        return ""
+    if isinstance(e, ZeroDivisionError):
+        return ("a zero-width range (all values 0) gives scale 0; PyTorch (fbgemm) uses "
+                "scale = 0.1, zero_point = 0 instead of dividing by it")
+    return "see the formula in the exercise"
+
+
+@checker("a pair (scale, zero_point): a Python float and a Python int", hint_if_raised=_dynamic_raised_hint)
+def check_dynamic_qparams(student: Student) -> bool:
     """Check a student's per-batch activation qparams against PyTorch's dynamic quantization.
 
     fn(x, reduce_range) must return (scale: float, zero_point: int) for x on uint8, the grid
@@ -127,24 +138,14 @@ def check_dynamic_qparams(fn: Callable[[torch.Tensor, bool], tuple[float, int]])
     The scale must match in float32 (to 1e-6 relative: float32 or float64 arithmetic both pass),
     the zero point exactly. Prints which case failed, expected vs got and a hint.
     """
-    name = getattr(fn, "__name__", "your function")
+    name = student.name
     cases = _dynamic_cases()
     for case, x in cases:
         for reduce_range in (True, False):
             where = f"case '{case}', reduce_range={reduce_range}"
             s, zp = torch._choose_qparams_per_tensor(x, reduce_range)
             expected = (round_to_float32(s), int(zp))
-            try:
-                got = fn(x.clone(), reduce_range)
-            except NotImplementedError as e:
-                return verdict(False, name, f"{where}: raised NotImplementedError ({e}): replace "
-                                            "the `raise` with your code")
-            except Exception as e:  # a student's bug, reported as a hint rather than a traceback
-                hint = ("a zero-width range (all values 0) gives scale 0; PyTorch (fbgemm) uses "
-                        "scale = 0.1, zero_point = 0 instead of dividing by it"
-                        if isinstance(e, ZeroDivisionError) else "see the formula in the exercise")
-                return verdict(False, name, f"{where}: raised {type(e).__name__}: {e}\n   Hint: {hint}")
-            got, problem = _as_qparams(got)
+            got, problem = _as_qparams(student(where, x.clone(), reduce_range))
             if got is None:
                 return verdict(False, name, f"{where}: {problem}")
             scale, z = got

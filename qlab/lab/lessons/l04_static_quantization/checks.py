@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from numbers import Integral
-
-import torch
 
 from qlab.integer import quantize_multiplier
-from qlab.lab.kit.check import error_text, verdict
+from qlab.lab.kit.check import Student, as_int, checker, verdict
 
 
 def _multiplier_cases() -> list[tuple[str, float]]:
@@ -22,17 +18,6 @@ def _multiplier_cases() -> list[tuple[str, float]]:
         ("M >= 1 (a narrow output grid)", 3.75),
         ("q * 2**31 rounds up to 2**31", (1 - 2**-40) * 2**-4),
     ]
-
-
-def _as_int(v) -> int | None:
-    """v as a Python int if it is an integer (Python, numpy or a 1-element integer tensor), else None."""
-    if isinstance(v, bool):
-        return None
-    if isinstance(v, Integral):
-        return int(v)
-    if isinstance(v, torch.Tensor) and v.numel() == 1 and not v.is_floating_point() and v.dtype != torch.bool:
-        return int(v.item())
-    return None
 
 
 def _multiplier_hint(m: float, got: tuple[int, int], expected: tuple[int, int]) -> str:
@@ -56,27 +41,24 @@ def _multiplier_hint(m: float, got: tuple[int, int], expected: tuple[int, int]) 
             "q, e = math.frexp(M); M0 = round(q * 2**31); shift = -e")
 
 
-def check_multiplier(fn: Callable[[float], tuple[int, int]]) -> bool:
+@checker("a pair of integers (M0, shift) with M = M0 * 2**-31 * 2**-shift and M0 in [2**30, 2**31)")
+def check_multiplier(student: Student) -> bool:
     """Check a student's fn(M) -> (M0, shift) against qlab.integer.quantize_multiplier.
 
     M > 0 must be written as M = M0 * 2**-31 * 2**-shift with M0 an integer in [2**30, 2**31) (an
     int32 with 31 bits of M) and shift an integer (TFLite's QuantizeMultiplier). Prints which M
     failed, what was expected and a hint for the mistake; returns True if every case matches.
     """
-    name = getattr(fn, "__name__", "your function")
+    name = student.name
     cases = _multiplier_cases()
     for what, m in cases:
         expected = quantize_multiplier(m)
-        try:
-            got = fn(m)
-        except Exception as e:  # a student's bug, reported as a hint rather than a traceback
-            hint = " (replace the `raise` with your code)" if isinstance(e, NotImplementedError) else ""
-            return verdict(False, name, f"M = {m!r} ({what}) raised {error_text(e)}{hint}")
+        got = student(f"M = {m!r} ({what})", m)
         if not isinstance(got, (tuple, list)) or len(got) != 2:
             extra = " (did you forget `return`?)" if got is None else ""
             return verdict(False, name, f"M = {m!r}: it returned {type(got).__name__}{extra}; "
                                         "return a tuple of two integers (M0, shift)")
-        m0, shift = _as_int(got[0]), _as_int(got[1])
+        m0, shift = as_int(got[0]), as_int(got[1])
         if m0 is None or shift is None:
             return verdict(False, name, (
                 f"M = {m!r}: it returned ({got[0]!r}, {got[1]!r}), types ({type(got[0]).__name__}, "

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
 import qlab
-from qlab.lab.kit.check import error_text, verdict
+from qlab.lab.kit.check import Student, as_int, checker, describe, error_text, verdict
 from qlab.lab.kit.torch_ao import quiet
 from qlab.observers import MinMaxObserver
 
@@ -74,40 +72,49 @@ def _translation_hint(spec: dict, obs, shape: tuple) -> str:
             "signed one (int4 codes are stored in int8 too)")
 
 
-def check_torchao_translation(fn: Callable[[object, tuple], dict]) -> bool:
+def _integers(spec: dict) -> tuple[tuple, int, int] | None:
+    """(block_size, quant_min, quant_max) of the student's spec as ints, or None if one is no integer."""
+    block = spec["block_size"]
+    block = tuple(as_int(b) for b in block) if isinstance(block, (tuple, list, torch.Size)) else (None,)
+    lo, hi = as_int(spec["quant_min"]), as_int(spec["quant_max"])
+    return None if None in (*block, lo, hi) else (block, lo, hi)
+
+
+@checker(f"a dict with the keys {', '.join(_TORCHAO_KEYS)}: a MappingType, a tuple of ints, "
+         "a torch dtype and two ints")
+def check_torchao_translation(student: Student) -> bool:
     """Check a student's fn(observer, shape) -> dict(mapping_type, block_size, target_dtype, quant_min,
     quant_max): torchao's choose_qparams_affine / quantize_affine arguments that give the integers the
     classic observer gives (qlab.quantize with its qparams), for five typical qconfig observers."""
     from torchao.quantization.quant_primitives import MappingType, choose_qparams_affine, quantize_affine
 
-    name = getattr(fn, "__name__", "your function")
+    name = student.name
     cases = _translation_cases()
     for what, obs, x in cases:
         obs(x)
         qp = obs.qparams()
         expected = qlab.quantize(x, qp, axis=obs.axis).to(torch.int64)
-        try:
-            spec = fn(obs, tuple(x.shape))
-        except Exception as e:  # a student's bug, reported as a hint rather than a traceback
-            hint = " (replace the `raise` with your code)" if isinstance(e, NotImplementedError) else ""
-            return verdict(False, name, f"{what}: raised {error_text(e)}{hint}")
+        spec = student(what, obs, tuple(x.shape))
         if not isinstance(spec, dict) or set(_TORCHAO_KEYS) - set(spec):
             return verdict(False, name, f"{what}: return a dict with the keys {', '.join(_TORCHAO_KEYS)}, "
-                                        f"got {spec!r}")
+                                        f"got {describe(spec)}")
         mapping = _mapping_name(spec["mapping_type"])
         if mapping not in ("SYMMETRIC", "ASYMMETRIC"):
             return verdict(False, name, f"{what}: mapping_type must be MappingType.SYMMETRIC or "
                                         f"MappingType.ASYMMETRIC, got {spec['mapping_type']!r}")
+        ints = _integers(spec)
+        if ints is None:
+            return verdict(False, name, f"{what}: it returned {spec!r}; block_size must be a tuple of ints, "
+                                        "one per dimension, and quant_min and quant_max ints")
+        (block, lo, hi), kind, dtype = ints, MappingType[mapping], spec["target_dtype"]
         try:
-            block = tuple(int(b) for b in spec["block_size"])
-            kind, dtype = MappingType[mapping], spec["target_dtype"]
-            lo, hi = int(spec["quant_min"]), int(spec["quant_max"])
             with quiet():
                 eps = torch.finfo(torch.float32).eps
                 s, z = choose_qparams_affine(x, kind, block, dtype, lo, hi, eps=eps)
                 got = quantize_affine(x, block, s, z, dtype, lo, hi).to(torch.int64)
         except Exception as e:  # torchao rejects the arguments: say which and why
-            return verdict(False, name, f"{what}: torchao rejected {spec}: {error_text(e)}.\n"
+            return verdict(False, name, f"{what}: torchao rejected what it returned, {spec}: "
+                                        f"{error_text(e)}.\n"
                                         f"   Hint: {_translation_hint(spec, obs, tuple(x.shape))}")
         if not torch.equal(got, expected):
             n = int((got != expected).sum())

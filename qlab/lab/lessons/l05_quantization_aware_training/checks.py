@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from qlab.lab.kit.check import error_text, verdict
+from qlab.lab.kit.check import Student, checker, describe, verdict
 
 
 def _ste_cases() -> list[tuple[str, torch.Tensor, float, int, int, int]]:
@@ -17,11 +17,6 @@ def _ste_cases() -> list[tuple[str, torch.Tensor, float, int, int, int]]:
         ("ties: x / scale ends in .5 (round half to even)", ties, 0.25, 3, 0, 15),
         ("the grid's edges: codes just inside and just outside", edges, 0.1, 2, 0, 15),
     ]
-
-
-def _call_ste(fn, x, scale, zp, qmin, qmax):
-    apply = getattr(fn, "apply", fn)
-    return apply(x, scale, zp, qmin, qmax)
 
 
 def _ste_hint(x, got_y, got_g, y, g, scale, zp, qmin, qmax) -> str:
@@ -55,24 +50,30 @@ def _first_difference(x, got, expected) -> str:
     return f" e.g. at x = {float(x[i]):.4g}: expected {float(expected[i]):.4g}, got {float(got[i]):.4g}"
 
 
-def _run_student_ste(fn, x, scale, zp, qmin, qmax, upstream):
+def _run_student_ste(student: Student, where, x, scale, zp, qmin, qmax, upstream):
     """(values, gradient of x or None) of the student's function, or a message if it failed."""
     xs = x.clone().requires_grad_()
-    got = _call_ste(fn, xs, scale, zp, qmin, qmax)
+    got = student(where, xs, scale, zp, qmin, qmax)
     if not isinstance(got, torch.Tensor) or got.shape != x.shape:
-        shape = tuple(got.shape) if isinstance(got, torch.Tensor) else ""
-        return (f"it returned {type(got).__name__}{shape}; return a float tensor shaped like x "
-                f"{tuple(x.shape)}")
+        return f"it returned {describe(got)}; return a float tensor shaped like x {tuple(x.shape)}"
+    if got.dtype != x.dtype:
+        codes = "" if got.is_floating_point() else ", not the integer codes q"
+        return (f"it returned {describe(got)}; return x's dtype, {x.dtype}: the dequantized values "
+                f"x_hat = (clamp(q, qmin, qmax) - z) * s{codes}")
     if got.requires_grad:
-        got.backward(upstream)
+        with student.running(f"{where}, in backward"):
+            got.backward(upstream)
     return got.detach(), xs.grad
 
 
-def check_ste(fn) -> bool:
+@checker("x_hat = (clamp(round(x * (1/s)) + z, qmin, qmax) - z) * s, float32 and shaped like x; and "
+         "backward: grad_output where the code is inside the grid, 0 elsewhere, then four None",
+         method="apply")
+def check_ste(student: Student) -> bool:
     """Check a student's fake quantization with the straight-through estimator: a
     torch.autograd.Function (or a function) called as fn.apply(x, scale, zero_point, qmin, qmax),
     against torch.fake_quantize_per_tensor_affine: the values, and the gradient of x."""
-    name = getattr(fn, "__name__", "your function")
+    name = student.name
     cases = _ste_cases()
     for what, x, scale, zp, qmin, qmax in cases:
         x_ref = x.clone().requires_grad_()
@@ -81,11 +82,7 @@ def check_ste(fn) -> bool:
         y.backward(upstream)
         y, g = y.detach(), x_ref.grad
         where = f"{what} (scale {scale}, zero point {zp}, grid [{qmin}, {qmax}])"
-        try:
-            result = _run_student_ste(fn, x, scale, zp, qmin, qmax, upstream)
-        except Exception as e:  # a student's bug, reported as a hint rather than a traceback
-            hint = " (replace the `raise` with your code)" if isinstance(e, NotImplementedError) else ""
-            return verdict(False, name, f"{what}: raised {error_text(e)}{hint}")
+        result = _run_student_ste(student, where, x, scale, zp, qmin, qmax, upstream)
         if isinstance(result, str):
             return verdict(False, name, f"{where}: {result}")
         got_y, got_g = result

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from qlab.lab.kit.check import error_text, verdict
+from qlab.lab.kit.check import Student, checker, describe, verdict
 
 from .numbers import decide
 
@@ -59,19 +57,23 @@ def _decision_hint(rows: list[dict], tolerance: float, got, expected) -> str:
             "among those the workflow deploys the fastest")
 
 
-def check_decision(fn: Callable[[list[dict], float], str | None]) -> bool:
+_DECISION_RETURNS = "the method to deploy, a row's \"method\" (a str such as 'static'), or None"
+
+
+@checker(_DECISION_RETURNS)
+def check_decision(student: Student) -> bool:
     """Check a student's fn(rows, tolerance) -> the method to deploy (a row's "method"), or None,
     against numbers.decide on cases built to catch each typical mistake."""
-    name = getattr(fn, "__name__", "your function")
+    name = student.name
     cases = _decision_cases()
     for what, rows, tolerance in cases:
         chosen = decide(rows, tolerance)["chosen"]
         expected = chosen["method"] if chosen else None
-        try:
-            got = fn([dict(x) for x in rows], tolerance)
-        except Exception as e:  # a student's bug, reported as a hint rather than a traceback
-            hint = " (replace the `raise` with your code)" if isinstance(e, NotImplementedError) else ""
-            return verdict(False, name, f"{what}: raised {error_text(e)}{hint}")
+        got = student(what, [dict(x) for x in rows], tolerance)
+        if got is not None and not isinstance(got, str):
+            row = " (for a row r, that is r[\"method\"])" if isinstance(got, dict) else ""
+            return verdict(False, name, f"{what}: it returned {describe(got)}; it should return "
+                                        f"{_DECISION_RETURNS}{row}")
         if got != expected:
             table = "; ".join(f"{x['method']} loss {x['loss']:g} {x['speedup']:g}x "
                               f"{x['size_bytes'] / 1e6:g} MB" for x in rows)

@@ -47,8 +47,14 @@ def test_choose_on_the_lesson_resnet(capsys):
     result = numbers.choose(checkpoints.load_model("resnet"), (x, y), 0.01, calib=x_train[:128],
                              min_run_time=0.05)
     assert [r["method"] for r in result["rows"]] == ["fp32", "dynamic", "static"]
-    assert result["chosen"]["method"] == "static"  # no loss at 8 bits, and int8 is smaller
-    assert "5. deploy static" in capsys.readouterr().out
+    rows = {r["method"]: r for r in result["rows"]}
+    small = rows["fp32"]["size_bytes"] / numbers.GAIN
+    assert rows["static"]["loss"] <= 0.01 and rows["static"]["size_bytes"] < small  # static is acceptable
+    # the fastest acceptable row, by this run's own timings (dynamic, fc only, can tie static on 2 cores)
+    accepted = [r for m, r in rows.items() if m != "fp32" and r["loss"] <= 0.01
+                and (r["speedup"] > numbers.GAIN or r["size_bytes"] < small)]
+    assert result["chosen"] is max(accepted, key=lambda r: r["speedup"])
+    assert f"5. deploy {result['chosen']['method']}" in capsys.readouterr().out
 
 
 def test_choose_bad_input():

@@ -251,6 +251,14 @@ def test_checker_turns_a_raise_and_an_uncomparable_result_into_a_cross(capsys):
             "   It should return a float.") in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("not_a_function", [None, "static", torch.zeros(3)])
+def test_a_checker_given_no_function_says_to_pass_the_function(not_a_function, capsys):
+    assert all(check(not_a_function) is False for check in CHECKERS.values())
+    out = capsys.readouterr().out
+    assert out.count("❌ your function: it was given ") == len(CHECKERS), out
+    assert out.count("pass your function itself") == len(CHECKERS), out
+
+
 @pytest.mark.parametrize("value, words", [
     (None, "None"), (0.5, "the float 0.5"), (np.float32(0.5), "np.float32(0.5)"),
     (torch.zeros(3, dtype=torch.int64), "a torch.Tensor of dtype torch.int64 and shape (3,)"),

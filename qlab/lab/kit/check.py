@@ -156,13 +156,13 @@ class Student:
 
     def __init__(self, fn, method: str | None = None):
         self.name = getattr(fn, "__name__", "your function")
-        self._fn = getattr(fn, method, fn) if method else fn
+        self.fn = getattr(fn, method, fn) if method else fn
         self.where, self.args, self.returned, self.raised = "", None, None, None
 
     def __call__(self, where: str, *args):
         self.args, self.returned = args, None
         with self.running(where):
-            self.returned = self._fn(*args)
+            self.returned = self.fn(*args)
         return self.returned
 
     @contextlib.contextmanager
@@ -180,6 +180,8 @@ class Student:
 def _failure(student: Student, e: Exception, returns: str, hint_if_raised) -> str:
     """The ❌ message for a check that did not finish: what the student's function did, what it should."""
     where = f"{student.where}: " if student.where else ""
+    if not callable(student.fn):
+        return f"it was given {describe(student.fn)}; pass your function itself, its name without ()"
     if student.args is None:
         return f"the check failed before calling {student.name}: {error_text(e)}"
     should = f"\n   It should return {returns}."

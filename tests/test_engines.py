@@ -231,3 +231,21 @@ def test_the_panel_names_why_a_skipped_path_is_missing():
     assert ("fp32", "compiled") not in choice["paths"]
     assert choice["notes"][("fp32", "compiled")] == why
     assert choice["notes"][(l07.METHODS[2], "compiled")] == why
+
+
+def test_lesson_03s_exercise_is_checked_against_fbgemms_rule_without_fbgemm(monkeypatch, capsys):
+    """qnnpack's torch._choose_qparams_per_tensor ignores reduce_range: on a machine without fbgemm
+    the checker compares with qlab's copy of fbgemm's rule (tested equal to torch's on fbgemm)."""
+    from qlab.lab.lessons.l03_dynamic_quantization import checks
+    from qlab.nn.dynamic import dynamic_qparams
+
+    def solution(x, reduce_range):
+        qp = dynamic_qparams(float(x.min()), float(x.max()), reduce_range)
+        return float(qp.scale), int(qp.zero_point)
+
+    for parity in ("fbgemm", None):
+        monkeypatch.setattr(checks, "PARITY_ENGINE", parity)
+        assert checks.check_dynamic_qparams(solution)
+    with engine("qnnpack"):
+        assert checks.check_dynamic_qparams(solution)  # the reference is computed on fbgemm
+    assert capsys.readouterr().out.count("✅") == 3

@@ -8,6 +8,8 @@ import numbers
 import torch
 
 from qlab.lab.kit.check import Student, checker, describe, is_number, verdict
+from qlab.lab.kit.torch_ao import PARITY_ENGINE, engine
+from qlab.nn.dynamic import dynamic_qparams
 from qlab.qtypes import round_to_float32
 
 #: fbgemm raises scales below this (qlab.nn.dynamic.SMALL_SCALE_THRESHOLD)
@@ -122,6 +124,22 @@ def _dynamic_raised_hint(args: tuple, e: Exception) -> str:
     return "see the formula in the exercise"
 
 
+#: where the expected qparams come from: torch's own function on fbgemm, or (a machine without
+#: fbgemm: ARM, whose qnnpack ignores reduce_range) qlab's copy of fbgemm's rule, tested equal to it
+REFERENCE = ("torch._choose_qparams_per_tensor" if PARITY_ENGINE
+             else "fbgemm's rule, as qlab.nn.dynamic.dynamic_qparams computes it")
+
+
+def _fbgemm_qparams(x: torch.Tensor, reduce_range: bool) -> tuple[float, int]:
+    """(scale, zero_point) fbgemm's dynamic quantization chooses for x."""
+    if PARITY_ENGINE is None:
+        qp = dynamic_qparams(float(x.min()), float(x.max()), reduce_range)
+        return float(qp.scale), int(qp.zero_point)
+    with engine(PARITY_ENGINE):
+        s, zp = torch._choose_qparams_per_tensor(x, reduce_range)
+    return round_to_float32(s), int(zp)
+
+
 @checker("a pair (scale, zero_point): a Python float and a Python int", hint_if_raised=_dynamic_raised_hint)
 def check_dynamic_qparams(student: Student) -> bool:
     """Check a student's per-batch activation qparams against PyTorch's dynamic quantization.
@@ -143,8 +161,7 @@ def check_dynamic_qparams(student: Student) -> bool:
     for case, x in cases:
         for reduce_range in (True, False):
             where = f"case '{case}', reduce_range={reduce_range}"
-            s, zp = torch._choose_qparams_per_tensor(x, reduce_range)
-            expected = (round_to_float32(s), int(zp))
+            expected = _fbgemm_qparams(x, reduce_range)
             got, problem = _as_qparams(student(where, x.clone(), reduce_range))
             if got is None:
                 return verdict(False, name, f"{where}: {problem}")
@@ -153,7 +170,7 @@ def check_dynamic_qparams(student: Student) -> bool:
                 return verdict(False, name, (
                     f"{where} (x from {x.min().item():.6g} to {x.max().item():.6g}):\n"
                     f"   expected scale = {expected[0]:.8g}, zero_point = {expected[1]} "
-                    f"(torch._choose_qparams_per_tensor), got scale = {scale:.8g}, "
+                    f"({REFERENCE}), got scale = {scale:.8g}, "
                     f"zero_point = {z}.\n"
                     f"   Hint: {_dynamic_hint(x, reduce_range, scale, z, expected)}"
                 ))

@@ -252,3 +252,21 @@ def test_lesson_03s_exercise_is_checked_against_fbgemms_rule_without_fbgemm(monk
     with engine("qnnpack"):
         assert checks.check_dynamic_qparams(solution)  # the reference is computed on fbgemm
     assert capsys.readouterr().out.count("✅") == 3
+
+
+def test_notes_print_only_off_x86_and_parity_notes_only_without_fbgemm(monkeypatch, capsys):
+    a, b = torch.tensor([1.0, 2.0, 3.0, 4.0]), torch.tensor([1.0, 2.0, 3.5, 4.0])
+    torch_ao.note(torch_ao.SPEED)
+    torch_ao.parity_note(a, b, step=0.5)
+    assert capsys.readouterr().out == ""  # x86 with fbgemm: the lesson's text holds
+    monkeypatch.setattr(torch_ao, "ENGINE", "qnnpack")
+    monkeypatch.setattr(torch_ao, "PARITY_ENGINE", None)
+    monkeypatch.setattr(torch_ao, "X86", False)
+    torch_ao.note(torch_ao.SPEED)
+    torch_ao.parity_note(a, b, step=0.5)
+    torch_ao.parity_note(a, a.clone())
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("on this machine (qnnpack): the text's speed figures come from x86's")
+    assert lines[1].startswith("on this machine (qnnpack, no fbgemm): 25.00% of values differ from "
+                               "torch.ao's qnnpack kernels, by at most 1 output step(s)")
+    assert "no value differs from torch.ao's qnnpack kernels" in lines[2]

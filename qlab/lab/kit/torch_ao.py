@@ -129,6 +129,14 @@ def differences() -> list[str]:
     return lines
 
 
+#: what a lesson's speed section prints off x86 (note(SPEED)): its prose was measured on x86's kernels
+SPEED = ("the text's speed figures come from x86's int8 kernels (fbgemm and oneDNN, with VNNI); qnnpack's "
+         "are other kernels, so read this run's printed ratios, not the text's ranges")
+#: what a lesson's accuracy section prints off x86 (note(FIGURES)), where the prose quotes x86's results
+FIGURES = ("the text's accuracy figures are x86's (torch.ao's x86 default: 7-bit activations, per-channel "
+           "weights, a float bias); the lines printed here come from qnnpack's defaults and may differ")
+
+
 def note(text: str) -> None:
     """Print `text` on a machine whose int8 engine is not x86's (an ARM laptop: qnnpack), where a
     fact the lesson states for x86 differs; print nothing on x86 (the lesson's text holds there)."""
@@ -145,9 +153,11 @@ def parity_note(ours: torch.Tensor, theirs: torch.Tensor, step: float | None = N
     diff = (ours.detach().float() - theirs.detach().float()).abs()
     share = float((diff > 0).float().mean()) if diff.numel() else 0.0
     far = (f"at most {int((diff / step).round().max())} output step(s)" if step
-           else f"at most {float(diff.max()):.2g}") if share else "none"
-    print(f"on this machine ({ENGINE}, no fbgemm): {share:.2%} of values differ from torch.ao's {ENGINE} "
-          f"kernels, by {far}; qlab equals torch.ao bit for bit on fbgemm (x86 CPUs), tested there")
+           else f"at most {float(diff.max()):.2g}")
+    how = f"{share:.2%} of values differ from torch.ao's {ENGINE} kernels, by {far}" if share else (
+        f"no value differs from torch.ao's {ENGINE} kernels")
+    print(f"on this machine ({ENGINE}, no fbgemm): {how}; qlab equals torch.ao bit for bit on fbgemm "
+          "(x86 CPUs), tested there")
 
 
 def quiet_logs() -> None:

@@ -193,5 +193,5 @@ def cnn_markdown(rows: list[dict]) -> str:
         s, ms = r["speedup"], r["ms"]
         lines.append(f"| {r['model']} | {r['batch']} | {r['fp32_layout']} | {ms[r['baseline']]:.2f} "
                      f"| {s['torch.ao int8']:.2f}x | {s['qlab int8']:.2f}x | {s['dynamic int8']:.2f}x "
-                     f"| {ms['qlab int8'] / ms['torch.ao int8']:.1f}x |{flag(r['spread'])}")
+                     f"| {ms['qlab int8'] / ms['torch.ao int8']:.1f}x{flag(r['spread'])} |")
     return "\n".join(lines) + footnote([r["spread"] for r in rows])

@@ -21,11 +21,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-import numbers
 from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
+
+from qlab.qtypes import is_int, is_real
 
 
 def check_int(name: str, value, lo: int | None = None, hi: int | None = None, *,
@@ -36,11 +37,11 @@ def check_int(name: str, value, lo: int | None = None, hi: int | None = None, *,
     With `what` (the allowed values in words, e.g. "an int >= 1"), anything else is a ValueError
     "{name} must be {what}, got {value!r}"; without it, a non-int is a TypeError and an int out of
     range a ValueError, both naming lo..hi."""
-    is_int = isinstance(value, numbers.Integral) and not isinstance(value, bool)
-    in_range = is_int and (lo is None or value >= lo) and (hi is None or value <= hi)
+    integer = is_int(value)
+    in_range = integer and (lo is None or value >= lo) and (hi is None or value <= hi)
     if what is not None and not in_range:
         raise ValueError(f"{name} must be {what}, got {value!r}")
-    if not is_int:
+    if not integer:
         raise TypeError(f"{name} must be an int in {lo}..{hi}, got {type(value).__name__}")
     if not in_range:
         raise ValueError(f"{name}={value} is out of range; {name} must be in {lo}..{hi}")
@@ -56,13 +57,13 @@ def check_float(name: str, value, lo: float | None = None, hi: float | None = No
     With `what` (the allowed values in words, e.g. "a finite number > 0"), anything else is a
     ValueError "{name} must be {what}, got {value!r}"; without it, a non-number is a TypeError and
     NaN, Inf or a number out of range a ValueError, both naming the range."""
-    is_real = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    finite = is_real and math.isfinite(value)
+    real = is_real(value)
+    finite = real and math.isfinite(value)
     in_range = finite and _within(value, lo, hi, above)
     if what is not None and not in_range:
         raise ValueError(f"{name} must be {what}, got {value!r}")
     allowed = _range_words(lo, hi, above)
-    if not is_real:
+    if not real:
         raise TypeError(f"{name} must be a finite number {allowed}, got {type(value).__name__}")
     if not in_range:
         raise ValueError(f"{name}={value} is not allowed; {name} must be a finite number {allowed}")
@@ -107,7 +108,7 @@ def verdict(ok: bool, name: str, message: str) -> bool:
 def is_number(value) -> bool:
     """A real number as a student may return it: a Python or numpy int or float (np.float32(0.5),
     np.int64(3)), not a bool. A tensor is not a number here; each checker says whether it takes one."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    return is_real(value)
 
 
 def as_int(value) -> int | None:
@@ -116,7 +117,7 @@ def as_int(value) -> int | None:
     if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_floating_point() \
             and not value.is_complex() and value.dtype != torch.bool:
         value = value.item()
-    return int(value) if isinstance(value, numbers.Integral) and not isinstance(value, bool) else None
+    return int(value) if is_int(value) else None
 
 
 def _short(value) -> str:
